@@ -1,0 +1,46 @@
+"""Runtime settings, read from the environment with the prefix ``XPSTREAM_`` (DESIGN.md §11)."""
+
+from __future__ import annotations
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "XPSTREAM_"
+
+
+class SettingsError(ValueError):
+    """A setting has a wrong value; the message names the environment variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    database_url: str = "sqlite:///./xpstream.db"
+    kafka_url: str = ""  # empty: start the embedded Tansu broker
+    opensearch_url: str = ""  # empty: OpenSearch sink off
+    kinesis_stream: str = ""
+    aws_endpoint_url: str = ""
+    partitions: int = Field(default=8, ge=1, le=1024)
+    window_seconds: int = Field(default=3600, ge=1)
+    flush_seconds: float = Field(default=2.0, gt=0)
+    cuped_lookback_days: float = Field(default=14.0, ge=0)
+    analysis_interval_seconds: float = Field(default=5.0, gt=0)
+    alpha: float = Field(default=0.05, gt=0, lt=1)
+    tau: float = Field(default=0.05, gt=0)
+
+    @field_validator("kafka_url", "opensearch_url", "aws_endpoint_url", "kinesis_stream")
+    @classmethod
+    def _strip(cls, value: str) -> str:
+        return value.strip()
+
+
+def load_settings() -> Settings:
+    """Read settings; a wrong value raises :class:`SettingsError` naming ``XPSTREAM_<FIELD>``."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else "?"
+            problems.append(f"{ENV_PREFIX}{field.upper()}: {error['msg']}")
+        raise SettingsError("invalid setting: " + "; ".join(problems)) from None

@@ -1,0 +1,104 @@
+"""Session fixtures for real test services, each on 127.0.0.1 and a free port, each torn down."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from pipelines.embedded_broker import HOST, EmbeddedBroker, free_port
+from tests.services.apache_kafka import ApacheKafka
+from tests.services.postgres import PostgresCluster
+
+# boto3 must never find real credentials or reach AWS from a test.
+os.environ.update(
+    AWS_ACCESS_KEY_ID="testing",
+    AWS_SECRET_ACCESS_KEY="testing",
+    AWS_SESSION_TOKEN="testing",
+    AWS_DEFAULT_REGION="us-east-1",
+)
+for _name in [name for name in os.environ if name.startswith(("XPSTREAM_", "OTEL_"))]:
+    del os.environ[_name]
+
+
+@dataclass(frozen=True)
+class Broker:
+    """What a Kafka test needs to know about the broker it runs against."""
+
+    name: str
+    bootstrap: str
+    transactions: bool
+
+
+@pytest.fixture(scope="session")
+def apache_kafka() -> Iterator[Broker]:
+    kafka = ApacheKafka().start()
+    try:
+        yield Broker("kafka", kafka.bootstrap, transactions=True)
+    finally:
+        kafka.stop()
+
+
+@pytest.fixture(scope="session")
+def tansu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    log = tmp_path_factory.mktemp("tansu") / "tansu.log"
+    with EmbeddedBroker(log_path=log) as broker:
+        yield Broker("tansu", broker.url, transactions=False)
+
+
+@pytest.fixture(scope="session", params=["kafka", "tansu"])
+def kafka_broker(request: pytest.FixtureRequest) -> Broker:
+    """Any Kafka test taking this fixture runs against Apache Kafka and against Tansu."""
+    fixture = {"kafka": "apache_kafka", "tansu": "tansu"}[request.param]
+    broker: Broker = request.getfixturevalue(fixture)
+    return broker
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[str]:
+    """SQLAlchemy URL of a throwaway PostgreSQL 15 cluster."""
+    cluster = PostgresCluster().start()
+    try:
+        yield cluster.url
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def kinesis_endpoint() -> Iterator[str]:
+    """moto's Kinesis-compatible server over HTTP on loopback."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address=HOST, port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://{HOST}:{port}"
+    finally:
+        server.stop()
+
+
+def _live_children(parent: int) -> list[str]:
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        state, ppid = fields[0], int(fields[1])
+        if ppid == parent and state != "Z":
+            children.append(
+                (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()[:120]
+            )
+    return children
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if a service a test started outlives the session."""
+    leftovers = _live_children(os.getpid())
+    if leftovers:
+        print("\nprocesses left running by the tests:\n  " + "\n  ".join(leftovers))
+        session.exitstatus = 1

@@ -1,0 +1,52 @@
+"""The console script: help, settings errors, and the first demo through the embedded broker."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+XPSTREAM = str(Path(sys.executable).with_name("xpstream"))
+
+
+def run(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [XPSTREAM, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
+    )
+
+
+def test_help_lists_commands() -> None:
+    result = run("--help")
+    assert result.returncode == 0
+    assert "demo" in result.stdout
+
+
+def test_wrong_setting_stops_start_up_naming_the_variable() -> None:
+    result = run("demo", env={"XPSTREAM_WINDOW_SECONDS": "abc"})
+    assert result.returncode != 0
+    assert "XPSTREAM_WINDOW_SECONDS" in result.stderr
+
+
+def test_out_of_range_setting_is_refused() -> None:
+    result = run("demo", env={"XPSTREAM_ALPHA": "1.5"})
+    assert result.returncode != 0
+    assert "XPSTREAM_ALPHA" in result.stderr
+
+
+def test_demo_counts_add_up_to_users_simulated(tmp_path: Path) -> None:
+    result = run(
+        "demo", "--users", "1200", env={"XPSTREAM_DATABASE_URL": f"sqlite:///{tmp_path}/x.db"}
+    )
+    assert result.returncode == 0, result.stderr
+    rows = dict(re.findall(r"│ (control|treatment|total)\s+│\s+(\d+) │", result.stdout))
+    assert int(rows["control"]) + int(rows["treatment"]) == 1200
+    assert int(rows["total"]) == 1200
+    assert 500 < int(rows["control"]) < 700
