@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -17,6 +19,10 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite:///./xpstream.db"
     kafka_url: str = ""  # empty: start the embedded Tansu broker
+    # "tansu": no transactions and a workaround for its end offsets (NOTES.md).
+    kafka_flavor: Literal["apache", "tansu"] = "apache"
+    exactly_once: bool = True  # with Apache Kafka; Tansu is always at-least-once
+    namespace: str = Field(default="xpstream", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,100}$")
     opensearch_url: str = ""  # empty: OpenSearch sink off
     kinesis_stream: str = ""
     aws_endpoint_url: str = ""

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -37,11 +38,16 @@ def settings_or_exit() -> Settings:
 
 
 @app.command()
-def demo(users: int = typer.Option(5000, min=1, help="How many users to simulate.")) -> None:
-    """Run the walk of an event on embedded defaults and print per-variant user counts."""
+def demo(
+    users: int = typer.Option(20_000, min=10, help="How many users to simulate."),
+    report_path: Path = typer.Option(
+        Path("reports/demo.html"), "--report", help="Where to write the HTML report."
+    ),
+) -> None:
+    """The whole walk on embedded defaults: broker, SQLite, three simulated experiments."""
     from jobs.demo import run_demo
 
-    run_demo(settings_or_exit(), users, console)
+    run_demo(settings_or_exit(), users, report_path, console)
 
 
 @app.command("analyze")
@@ -51,8 +57,6 @@ def analyze_command(
     ),
 ) -> None:
     """Statistics over sufficient statistics given as JSON; prints the results as JSON."""
-    import sys
-
     import orjson
 
     from jobs.analyze import AnalyzeInputError, parse_input, run_analysis
@@ -70,6 +74,166 @@ def analyze_command(
     except AnalyzeInputError as exc:
         fail(f"invalid analysis input: {exc}")
     sys.stdout.buffer.write(orjson.dumps(run_analysis(request), option=orjson.OPT_INDENT_2) + b"\n")
+
+
+@app.command()
+def migrate() -> None:
+    """Upgrade the database schema to the newest Alembic revision."""
+    from sinks.sql.migrate import upgrade_to_head
+
+    settings = settings_or_exit()
+    upgrade_to_head(settings.database_url)
+    console.print(f"database at head: {settings.database_url}")
+
+
+catalog_app = typer.Typer(help="Experiments, flags, metrics and guardrails.", no_args_is_help=True)
+app.add_typer(catalog_app, name="catalog")
+
+
+@catalog_app.command("load")
+def catalog_load(path: Path = typer.Argument(..., help="Catalog as YAML or JSON.")) -> None:
+    """Validate a catalog file and store it; an invalid file changes nothing."""
+    from config.catalog import CatalogError, load_catalog_file
+    from sinks.sql.migrate import upgrade_to_head
+    from sinks.sql.store import make_engine, save_catalog
+
+    settings = settings_or_exit()
+    try:
+        catalog = load_catalog_file(path)
+    except CatalogError as exc:
+        fail(f"invalid catalog: {exc}")
+    upgrade_to_head(settings.database_url)
+    engine = make_engine(settings.database_url)
+    save_catalog(engine, catalog)
+    engine.dispose()
+    console.print(
+        f"loaded {len(catalog.metrics)} metrics, {len(catalog.flags)} flags, "
+        f"{len(catalog.experiments)} experiments from {path}"
+    )
+
+
+@app.command()
+def replay(
+    path: Path = typer.Argument(..., help="Events, one JSON object per line."),
+    as_json: bool = typer.Option(False, "--json", help="Print the counts as JSON."),
+    timeout: float = typer.Option(600.0, help="Seconds to wait for the pipeline to flush."),
+) -> None:
+    """Send every line through the pipeline, wait until flushed, then analyse once."""
+    import asyncio
+
+    import orjson
+    from rich.progress import Progress
+
+    from jobs.replay import read_lines
+    from jobs.replay import replay as run_replay
+    from pipelines.embedded_broker import broker_url
+    from sinks.sql.migrate import upgrade_to_head
+    from sinks.sql.store import load_catalog, make_engine, reset_pipeline_state
+
+    settings = settings_or_exit()
+    try:
+        lines = read_lines(path)
+    except OSError as exc:
+        fail(f"cannot read {path}: {exc.strerror}")
+    upgrade_to_head(settings.database_url)
+    engine = make_engine(settings.database_url)
+    if not load_catalog(engine).experiments:
+        fail("the catalog is empty: run `xpstream catalog load FILE` first")
+    if not settings.kafka_url:
+        # The embedded broker keeps nothing between runs: recompute from scratch.
+        reset_pipeline_state(engine)
+    settings = _embedded_flavor(settings)
+    with (
+        broker_url(settings.kafka_url) as bootstrap,
+        Progress(console=err_console, transient=True, disable=as_json) as progress,
+    ):
+        task = progress.add_task("replaying", total=len(lines))
+        counts = asyncio.run(
+            run_replay(
+                settings,
+                bootstrap,
+                engine,
+                lines,
+                timeout=timeout,
+                progress=lambda done, total: progress.update(task, completed=done, total=total),
+            )
+        )
+    if as_json:
+        sys.stdout.buffer.write(orjson.dumps(counts) + b"\n")
+    else:
+        console.print(counts)
+        _print_reports(settings, engine)
+    engine.dispose()
+
+
+@app.command()
+def report(
+    experiment: str = typer.Argument(..., help="Experiment key."),
+    output_format: str = typer.Option("text", "--format", help="text, json or html."),
+) -> None:
+    """Cumulative per-arm statistics and results for one experiment."""
+    import orjson
+
+    from jobs.report import (
+        UnknownExperimentError,
+        build_report,
+        cumulative_lift_series,
+        render_html,
+        render_text,
+    )
+    from sinks.sql.migrate import upgrade_to_head
+    from sinks.sql.store import load_catalog, make_engine
+
+    if output_format not in ("text", "json", "html"):
+        fail(f"--format: {output_format!r} is not text, json or html")
+    settings = settings_or_exit()
+    upgrade_to_head(settings.database_url)
+    engine = make_engine(settings.database_url)
+    catalog = load_catalog(engine)
+    try:
+        result = build_report(engine, catalog, experiment, settings.alpha, settings.tau)
+    except UnknownExperimentError:
+        fail(f"unknown experiment {experiment!r}")
+    if output_format == "json":
+        sys.stdout.buffer.write(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
+    elif output_format == "html":
+        series = cumulative_lift_series(
+            engine, catalog, catalog.experiment(experiment), settings.alpha, settings.tau
+        )
+        sys.stdout.write(render_html(result, series))
+    else:
+        console.print(render_text(result), highlight=False)
+    engine.dispose()
+
+
+@app.command()
+def run(
+    only: str = typer.Option("all", help="all or workers (analyzer: see issue tracker)."),
+) -> None:
+    """Pipeline workers against the configured broker and database (Ctrl-C stops)."""
+    from jobs.run import run_workers
+
+    if only not in ("all", "workers"):
+        fail(f"--only: {only!r} is not all or workers")
+    run_workers(_embedded_flavor(settings_or_exit()))
+
+
+def _embedded_flavor(settings: Settings) -> Settings:
+    """The embedded broker is Tansu: at-least-once, with its end-offset workaround."""
+    if settings.kafka_url:
+        return settings
+    return settings.model_copy(update={"kafka_flavor": "tansu"})
+
+
+def _print_reports(settings: Settings, engine: Any) -> None:
+    from jobs.report import build_report, render_text
+    from sinks.sql.store import load_catalog
+
+    catalog = load_catalog(engine)
+    for experiment in catalog.experiments:
+        report_data = build_report(engine, catalog, experiment.key, settings.alpha, settings.tau)
+        console.print(render_text(report_data), highlight=False)
+        console.print()
 
 
 if __name__ == "__main__":

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-import faust
+from typing import Any
 
-EVENTS_TOPIC = "xpstream.events"
-DEAD_LETTER_TOPIC = "xpstream.dead-letter"
+import faust
 
 
 def make_app(
-    app_id: str, broker_url: str, partitions: int, *, exactly_once: bool = False
+    app_id: str,
+    broker_url: str,
+    partitions: int,
+    *,
+    exactly_once: bool = False,
+    single_record_batches: bool = False,
 ) -> faust.App:
     """A Faust app bound to loopback-safe settings; ``broker_url`` is ``host:port[,host:port]``."""
+    extra: dict[str, Any] = {"producer_max_batch_size": 1} if single_record_batches else {}
     return faust.App(
         app_id,
         broker=[f"kafka://{server}" for server in broker_url.split(",")],
@@ -23,7 +28,10 @@ def make_app(
         broker_session_timeout=2.0,
         broker_heartbeat_interval=0.5,
         broker_rebalance_timeout=4.0,
-        # Tansu reports wrong end offsets unless every record is its own batch (NOTES.md).
-        producer_max_batch_size=1,
+        broker_commit_interval=1.0,
+        producer_max_request_size=4 * 1024 * 1024,
+        consumer_max_fetch_size=4 * 1024 * 1024,
         processing_guarantee="exactly_once" if exactly_once else "at_least_once",
+        # Tansu reports wrong end offsets unless every record is its own batch (NOTES.md).
+        **extra,
     )

@@ -1,0 +1,245 @@
+"""`xpstream report EXPERIMENT`: cumulative per-arm statistics from the window rows + analysis."""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Engine
+
+from config.catalog import Catalog, Experiment
+from jobs.analyze import AnalyzeInput, ArmInput, ComparisonInput, run_analysis
+from sinks.sql.store import WINDOW_STATS, counter_totals, cumulative_arms, window_rows
+from stats.analysis import AnalysisOptions, ComparisonBatch, analyze
+from stats.guardrails import guardrail_status
+from stats.sufficient import ArmStats
+
+EMPTY_ARM = dict.fromkeys(WINDOW_STATS, 0.0)
+
+
+class UnknownExperimentError(KeyError):
+    pass
+
+
+def _arm_input(stats: dict[str, float], kind: str, cuped: bool) -> ArmInput:
+    values: dict[str, Any] = {"n": stats["n"], "sum": stats["sum"], "sum_sq": stats["sum_sq"]}
+    if cuped:
+        values |= {k: stats[k] for k in ("x_sum", "x_sum_sq", "xy_sum")}
+    if kind == "ratio":
+        values |= {k: stats[k] for k in ("den_sum", "den_sum_sq", "num_den_sum")}
+    return ArmInput.model_construct(**values)
+
+
+def comparisons_for(
+    catalog: Catalog, experiment: Experiment, arms: dict[tuple[str, str, str], dict[str, float]]
+) -> list[ComparisonInput]:
+    """One comparison per analysed metric; CUPED wherever a pre-period covariate exists."""
+    comparisons = []
+    weights = {v.key: v.weight for v in experiment.variants}
+    total_weight = sum(weights.values()) or 1.0
+    for metric_key in experiment.analysed_metrics:
+        kind = catalog.metric(metric_key).kind
+        per_arm = {
+            v: arms.get((experiment.key, v, metric_key), EMPTY_ARM) for v in experiment.variant_keys
+        }
+        cuped = kind != "ratio" and any(s["x_sum_sq"] > 0 for s in per_arm.values())
+        comparisons.append(
+            ComparisonInput.model_construct(
+                experiment=experiment.key,
+                metric=metric_key,
+                kind=kind,
+                control=experiment.control,
+                expected_split={v: w / total_weight for v, w in weights.items()},
+                arms={v: _arm_input(s, kind, cuped) for v, s in per_arm.items()},
+                previous_sequential_p_value=None,
+            )
+        )
+    return comparisons
+
+
+def build_report(
+    engine: Engine, catalog: Catalog, experiment_key: str, alpha: float, tau: float
+) -> dict[str, Any]:
+    try:
+        experiment = catalog.experiment(experiment_key)
+    except StopIteration:
+        raise UnknownExperimentError(experiment_key) from None
+    arms = cumulative_arms(engine, [experiment.key])
+    comparisons = comparisons_for(catalog, experiment, arms)
+    analysis = run_analysis(
+        AnalyzeInput.model_construct(
+            alpha=alpha, tau=tau, correction="holm", prior=None, comparisons=comparisons
+        )
+    )
+    users = counter_totals(engine, "users").get(experiment.key, 0.0)
+    crossovers = counter_totals(engine, "crossovers").get(experiment.key, 0.0)
+    flag = next((f for f in catalog.flags if f.key == experiment.flag), None)
+    return {
+        "experiment": experiment.key,
+        "arms": [
+            {
+                "variant": variant,
+                "metric": metric,
+                **{
+                    k: arms.get((experiment.key, variant, metric), EMPTY_ARM)[k]
+                    for k in WINDOW_STATS
+                },
+            }
+            for metric in experiment.analysed_metrics
+            for variant in experiment.variant_keys
+        ],
+        "results": analysis["results"],
+        "srm": analysis["srm"][0] if analysis["srm"] else None,
+        "guardrails": guardrail_rows(experiment, analysis["results"]),
+        "flag": {"key": experiment.flag, "rolled_back": False} if flag else None,
+        "counters": {"users": int(users), "crossovers": int(crossovers)},
+    }
+
+
+def guardrail_rows(experiment: Experiment, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    by_key = {(r["metric"], r["variant"]): r for r in results}
+    for guardrail in experiment.guardrails:
+        for variant in experiment.variant_keys:
+            if variant == experiment.control:
+                continue
+            result = by_key[(guardrail.metric, variant)]
+            interval = result["sequential_rel_ci"] or [np.nan, np.nan]
+            status = guardrail_status(
+                np.array([interval[0]]),
+                np.array([interval[1]]),
+                np.array([result["n_control"]]),
+                np.array([result["n_variant"]]),
+                np.array([guardrail.margin]),
+                np.array([guardrail.bad_direction == "increase"]),
+                np.array([guardrail.min_users]),
+            )[0]
+            rows.append(
+                {
+                    "metric": guardrail.metric,
+                    "variant": variant,
+                    "status": str(status),
+                    "action_taken": "none",
+                }
+            )
+    return rows
+
+
+def cumulative_lift_series(
+    engine: Engine, catalog: Catalog, experiment: Experiment, alpha: float, tau: float
+) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """Relative lift and its interval after each window, per (metric, variant)."""
+    rows = window_rows(engine, experiment.key)
+    windows = sorted({int(r["window_start"]) for r in rows})
+    running: dict[tuple[str, str], ArmStats] = {}
+    series: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    by_window: dict[int, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_window.setdefault(int(row["window_start"]), []).append(row)
+    for window in windows:
+        for row in by_window[window]:
+            stats = ArmStats.of(**{k: float(row[k] or 0.0) for k in WINDOW_STATS})
+            key = (row["metric"], row["variant"])
+            running[key] = running[key] + stats if key in running else stats
+        for metric_key in experiment.analysed_metrics:
+            control = running.get((metric_key, experiment.control))
+            if control is None:
+                continue
+            for variant in experiment.variant_keys:
+                if variant == experiment.control or (metric_key, variant) not in running:
+                    continue
+                kind = catalog.metric(metric_key).kind
+                batch = ComparisonBatch(
+                    control,
+                    running[(metric_key, variant)],
+                    np.array([kind == "ratio"]),
+                    np.array([False]),
+                    np.array([0]),
+                )
+                result = analyze(batch, AnalysisOptions(alpha, tau, "none"))
+                series.setdefault((metric_key, variant), []).append(
+                    {
+                        "window_start": window,
+                        "rel_effect": float(result.rel_effect[0]),
+                        "low": float(result.rel_ci_low[0]),
+                        "high": float(result.rel_ci_high[0]),
+                    }
+                )
+    return series
+
+
+def render_text(report: dict[str, Any]) -> str:
+    lines = [
+        f"experiment: {report['experiment']}   users: {report['counters']['users']}   "
+        f"crossovers: {report['counters']['crossovers']}"
+    ]
+    if report["srm"]:
+        lines.append(
+            f"SRM p-value: {report['srm']['p_value']:.4g}"
+            f"{'  MISMATCH' if report['srm']['mismatch'] else ''}"
+        )
+    lines.append(
+        f"{'metric':<14}{'variant':<12}{'n':>8}{'mean':>12}{'lift':>10}"
+        f"{'95% CI':>22}{'p':>10}{'p(seq)':>10}  sig"
+    )
+    for r in report["results"]:
+        lift = f"{r['rel_effect']:+.2%}" if r["rel_effect"] is not None else "n/a"
+        ci = f"[{r['rel_ci'][0]:+.2%}, {r['rel_ci'][1]:+.2%}]" if r["rel_ci"] else "n/a"
+        mean = f"{r['mean_variant']:.4g}" if r["mean_variant"] is not None else "n/a"
+        p_value = f"{r['p_value']:.3g}" if r["p_value"] is not None else "n/a"
+        seq = f"{r['sequential_p_value']:.3g}" if r["sequential_p_value"] is not None else "n/a"
+        lines.append(
+            f"{r['metric']:<14}{r['variant']:<12}{r['n_variant']:>8}{mean:>12}"
+            f"{lift:>10}{ci:>22}{p_value:>10}{seq:>10}  "
+            f"{'yes' if r['significant'] else 'no'}"
+        )
+    for g in report["guardrails"]:
+        lines.append(f"guardrail {g['metric']} ({g['variant']}): {g['status']}")
+    return "\n".join(lines)
+
+
+def render_html(report: dict[str, Any], series: dict[tuple[str, str], list[dict[str, Any]]]) -> str:
+    """A self-contained page: results table and cumulative lift with its interval (inline SVG)."""
+    parts = [
+        f"<!doctype html><meta charset='utf-8'><title>{html.escape(report['experiment'])}"
+        "</title><style>body{font-family:sans-serif}td,th{padding:2px 8px}"
+        "</style>",
+        f"<h1>{html.escape(report['experiment'])}</h1>",
+        "<pre>" + html.escape(render_text(report)) + "</pre>",
+    ]
+    for (metric, variant), points in series.items():
+        parts.append(
+            f"<h3>{html.escape(metric)} — {html.escape(variant)}: cumulative relative "
+            "lift and 95% interval</h3>" + _svg(points)
+        )
+    return "\n".join(parts)
+
+
+def _svg(points: list[dict[str, Any]], width: int = 640, height: int = 200) -> str:
+    finite = [p for p in points if np.isfinite([p["low"], p["high"]]).all()]
+    if not finite:
+        return "<p>not enough data</p>"
+    low = min(min(p["low"] for p in finite), 0.0)
+    high = max(max(p["high"] for p in finite), 0.0)
+    span = (high - low) or 1.0
+
+    def x(i: int) -> float:
+        return 40 + i * (width - 60) / max(len(finite) - 1, 1)
+
+    def y(v: float) -> float:
+        return height - 20 - (v - low) / span * (height - 40)
+
+    band = " ".join(f"{x(i):.1f},{y(p['high']):.1f}" for i, p in enumerate(finite))
+    band += " " + " ".join(
+        f"{x(i):.1f},{y(p['low']):.1f}" for i, p in reversed(list(enumerate(finite)))
+    )
+    line = " ".join(f"{x(i):.1f},{y(p['rel_effect']):.1f}" for i, p in enumerate(finite))
+    return (
+        f"<svg width='{width}' height='{height}'>"
+        f"<polygon points='{band}' fill='#9ecae1' opacity='0.6'/>"
+        f"<polyline points='{line}' fill='none' stroke='#08519c' stroke-width='2'/>"
+        f"<line x1='40' x2='{width - 20}' y1='{y(0):.1f}' y2='{y(0):.1f}' stroke='#555' "
+        f"stroke-dasharray='4'/><text x='2' y='{y(high):.1f}'>{high:+.1%}</text>"
+        f"<text x='2' y='{y(low):.1f}'>{low:+.1%}</text></svg>"
+    )

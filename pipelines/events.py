@@ -1,0 +1,182 @@
+"""Wire format (DESIGN.md §5): raw bytes → validated exposure and metric events, or rejections."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, NamedTuple
+
+import orjson
+
+from config.catalog import Catalog
+
+MAX_EVENT_BYTES = 64 * 1024
+MAX_ENVELOPE_BYTES = 1024 * 1024
+
+
+class Exposure(NamedTuple):
+    event_id: str
+    ts: float
+    user_id: str
+    experiment: str
+    variant: str
+
+
+class MetricEvent(NamedTuple):
+    event_id: str
+    ts: float
+    user_id: str
+    metric: str
+    value: float
+
+
+Event = Exposure | MetricEvent
+
+
+class Rejection(NamedTuple):
+    reason: str
+    detail: str
+    raw: bytes
+
+
+@dataclass(frozen=True)
+class CatalogIndex:
+    """What validation needs from the catalog: known experiments, variants and event metrics."""
+
+    variants: dict[str, frozenset[str]] = field(default_factory=dict)
+    metric_kinds: dict[str, str] = field(default_factory=dict)  # event metrics (not ratios)
+    ratio_metrics: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, catalog: Catalog) -> CatalogIndex:
+        return cls(
+            variants={e.key: frozenset(e.variant_keys) for e in catalog.experiments},
+            metric_kinds={m.key: m.kind for m in catalog.metrics if m.kind != "ratio"},
+            ratio_metrics=frozenset(m.key for m in catalog.metrics if m.kind == "ratio"),
+        )
+
+
+class _Invalid(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.detail = detail
+
+
+def _string(obj: dict[str, Any], name: str) -> str:
+    if name not in obj:
+        raise _Invalid(f"missing_field:{name}", f"{name} is required")
+    value = obj[name]
+    if not isinstance(value, str) or not value:
+        raise _Invalid(f"bad_type:{name}", f"{name} must be a non-empty string")
+    return value
+
+
+def _number(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _Invalid(f"bad_type:{name}", f"{name} must be a number")
+    number = float(value)
+    if not math.isfinite(number):
+        raise _Invalid("non_finite_value", f"{name} is {value!r}")
+    return number
+
+
+def parse_timestamp(value: Any) -> float:
+    """RFC 3339 string (with an offset) or epoch seconds → epoch seconds."""
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            raise _Invalid("bad_type:ts", f"ts {value[:40]!r} is not RFC 3339") from None
+        if moment.tzinfo is None:
+            raise _Invalid("bad_type:ts", "ts needs a UTC offset (RFC 3339)")
+        return moment.timestamp()
+    return _number(value, "ts")
+
+
+def validate_event(obj: Any, index: CatalogIndex) -> Event:
+    if not isinstance(obj, dict):
+        raise _Invalid("bad_type:event", "an event must be a JSON object")
+    kind = obj.get("type")
+    if kind not in ("exposure", "metric"):
+        if "type" not in obj:
+            raise _Invalid("missing_field:type", "type is required")
+        raise _Invalid("unknown_type", f"type {str(kind)[:40]!r} is not exposure or metric")
+    event_id = _string(obj, "event_id")
+    if "ts" not in obj:
+        raise _Invalid("missing_field:ts", "ts is required")
+    ts = parse_timestamp(obj["ts"])
+    user_id = _string(obj, "user_id")
+    if kind == "exposure":
+        experiment = _string(obj, "experiment")
+        variant = _string(obj, "variant")
+        variants = index.variants.get(experiment)
+        if variants is None:
+            raise _Invalid("unknown_experiment", f"experiment {experiment[:80]!r}")
+        if variant not in variants:
+            raise _Invalid("unknown_variant", f"variant {variant[:80]!r} of {experiment[:80]!r}")
+        return Exposure(event_id, ts, user_id, experiment, variant)
+    metric = _string(obj, "metric")
+    metric_kind = index.metric_kinds.get(metric)
+    if metric_kind is None:
+        detail = "ratio metrics are derived" if metric in index.ratio_metrics else ""
+        raise _Invalid("unknown_metric", f"metric {metric[:80]!r} {detail}".strip())
+    if "value" in obj:
+        value = _number(obj["value"], "value")
+    elif metric_kind == "sum":
+        raise _Invalid("missing_field:value", "a sum metric event needs a value")
+    else:
+        value = 1.0  # count and conversion events may omit the value
+    return MetricEvent(event_id, ts, user_id, metric, value)
+
+
+def _loads(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass
+    # orjson refuses NaN/Infinity: the standard parser tells non-finite numbers from garbage.
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _Invalid("malformed_json", str(exc)[:200]) from None
+
+
+@dataclass
+class Decoded:
+    events: list[Event] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+
+
+def decode_message(raw: bytes, index: CatalogIndex) -> Decoded:
+    """One Kafka message: a single event object or a batch envelope (a JSON array of events)."""
+    decoded = Decoded()
+    if len(raw) > MAX_ENVELOPE_BYTES:
+        decoded.rejections.append(
+            Rejection("too_large", f"{len(raw)} bytes > {MAX_ENVELOPE_BYTES}", raw)
+        )
+        return decoded
+    try:
+        payload = _loads(raw)
+    except _Invalid as invalid:
+        decoded.rejections.append(Rejection(invalid.reason, invalid.detail, raw))
+        return decoded
+    if isinstance(payload, list):
+        items = payload
+    else:
+        if len(raw) > MAX_EVENT_BYTES:
+            decoded.rejections.append(
+                Rejection("too_large", f"{len(raw)} bytes > {MAX_EVENT_BYTES}", raw)
+            )
+            return decoded
+        items = [payload]
+    for item in items:
+        try:
+            decoded.events.append(validate_event(item, index))
+        except _Invalid as invalid:
+            # An envelope's bad member is dead-lettered alone, as JSON text (NaN kept as NaN).
+            item_raw = raw if item is payload else json.dumps(item).encode()
+            decoded.rejections.append(Rejection(invalid.reason, invalid.detail, item_raw))
+    return decoded

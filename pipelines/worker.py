@@ -1,0 +1,296 @@
+"""The Faust pipeline: envelopes → validation → per-user attribution → window aggregates → SQL.
+
+State lives in two plain Faust tables (with changelogs), both written from the partition
+being processed: ``users`` (key user_id: the attribution state) and ``aggregates`` (key
+window/counter + partition: absolute sums). Writes are batched per envelope and go straight
+to the (transactional, under exactly-once) producer, one record per touched key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+import orjson
+from sqlalchemy import Engine
+
+from config.settings import Settings
+from pipelines.attribution import Aggregates, AttributionConfig, UserAttribution
+from pipelines.events import CatalogIndex, Event, Exposure, Rejection, decode_message
+from pipelines.faust_app import make_app
+from pipelines.producer import partition_for
+from sinks.sql.store import WINDOW_STATS, flush_partition_state, load_catalog
+
+log = logging.getLogger(__name__)
+SEP = "\x1f"
+STAT_COUNT = len(WINDOW_STATS)
+
+
+@dataclass(frozen=True)
+class Topics:
+    events: str
+    dead_letter: str
+
+    @classmethod
+    def of(cls, namespace: str) -> Topics:
+        return cls(f"{namespace}.events", f"{namespace}.dead-letter")
+
+
+def window_key(experiment: str, variant: str, metric: str, window: int, partition: int) -> bytes:
+    return SEP.join(("w", experiment, variant, metric, str(window), str(partition))).encode()
+
+
+def counter_key(name: str, key: str, partition: int) -> bytes:
+    return SEP.join(("c", name, key, str(partition))).encode()
+
+
+@dataclass
+class Pipeline:
+    settings: Settings
+    engine: Engine
+    app: faust.App
+    topics: Topics
+    users: Any  # faust Table[bytes, bytes]
+    aggregates: Any
+    events_topic: Any
+    dead_letter_topic: Any
+    config: AttributionConfig | None = None
+    index: CatalogIndex = field(default_factory=CatalogIndex)
+    dirty: set[bytes] = field(default_factory=set)
+    full_flush: bool = True
+
+    # --- catalog -----------------------------------------------------------------------
+
+    def reload_catalog(self) -> None:
+        catalog = load_catalog(self.engine)
+        self.index = CatalogIndex.of(catalog)
+        self.config = AttributionConfig.of(
+            catalog, self.settings.window_seconds, self.settings.cuped_lookback_days * 86400
+        )
+
+    # --- processing --------------------------------------------------------------------
+
+    async def handle(self, partition: int, offset: int, raw: bytes) -> None:
+        config = self.config
+        assert config is not None
+        decoded = decode_message(raw, self.index)
+        aggregates = Aggregates()
+        counters = aggregates.counters
+        for rejection in decoded.rejections:
+            counters[("dead_lettered", rejection.reason)] += 1
+            await self.dead_letter(rejection, partition, offset)
+        by_user: dict[str, list[Event]] = defaultdict(list)
+        strays: dict[int, list[Event]] = defaultdict(list)
+        partitions = self.settings.partitions
+        for event in decoded.events:
+            home = partition_for(event.user_id, partitions)
+            (by_user[event.user_id] if home == partition else strays[home]).append(event)
+        for home, events in strays.items():
+            await self.events_topic.send(value=_envelope(events), partition=home)
+
+        attribution = UserAttribution(config, aggregates)
+        user_writes = []
+        data = self.users.data
+        for user_id, events in by_user.items():
+            key = user_id.encode()
+            previous = data.get(key)
+            state, duplicates = attribution.apply(
+                orjson.loads(previous) if previous is not None else None, events
+            )
+            counters[("duplicates", "")] += duplicates
+            counters[("applied", "")] += len(events) - duplicates
+            user_writes.append((key, orjson.dumps(state)))
+        await self.write(self.users, partition, user_writes)
+        await self.write(
+            self.aggregates, partition, self._aggregate_writes(aggregates, partition, offset)
+        )
+
+    def _aggregate_writes(
+        self, aggregates: Aggregates, partition: int, offset: int
+    ) -> list[tuple[bytes, bytes]]:
+        data = self.aggregates.data
+        writes = []
+        for (experiment, variant, metric, window), delta in aggregates.windows.items():
+            key = window_key(experiment, variant, metric, window, partition)
+            previous = data.get(key)
+            row = orjson.loads(previous)[:STAT_COUNT] if previous else [0.0] * STAT_COUNT
+            writes.append(
+                (key, orjson.dumps([a + b for a, b in zip(row, delta, strict=True)] + [offset]))
+            )
+        for (name, key_part), increment in aggregates.counters.items():
+            if not increment:
+                continue
+            key = counter_key(name, key_part, partition)
+            previous = data.get(key)
+            value = (orjson.loads(previous)[0] if previous else 0.0) + increment
+            writes.append((key, orjson.dumps([value, offset])))
+        writes.append(
+            (counter_key("offset", self.topics.events, partition), orjson.dumps([offset, offset]))
+        )
+        return writes
+
+    async def write(self, table: Any, partition: int, items: list[tuple[bytes, bytes]]) -> None:
+        """Set keys and send their changelog records in one go, from the current partition."""
+        if not items:
+            return
+        data = table.data
+        topic = table.changelog_topic.get_topic_name()
+        producer = await self.app.maybe_start_producer()
+        for key, value in items:
+            data[key] = value
+            await producer.send(
+                topic, key, value, partition=partition, timestamp=None, headers=None
+            )
+        if table is self.aggregates:
+            self.dirty.update(key for key, _ in items)
+
+    async def dead_letter(self, rejection: Rejection, partition: int, offset: int) -> None:
+        try:
+            raw_text: str = rejection.raw.decode()
+            encoding = "utf-8"
+        except UnicodeDecodeError:
+            raw_text, encoding = base64.b64encode(rejection.raw).decode(), "base64"
+        payload = {
+            "reason": rejection.reason,
+            "detail": rejection.detail,
+            "topic": self.topics.events,
+            "partition": partition,
+            "offset": offset,
+            "raw": raw_text,
+            "raw_encoding": encoding,
+            "at": time.time(),
+        }
+        await self.dead_letter_topic.send(
+            key=rejection.reason.encode(), value=orjson.dumps(payload)
+        )
+
+    # --- flushing ----------------------------------------------------------------------
+
+    def assigned_partitions(self) -> set[int]:
+        return {
+            tp.partition
+            for tp in self.app.assignor.assigned_actives()
+            if tp.topic == self.topics.events
+        }
+
+    async def flush(self) -> None:
+        """Upsert absolute rows of the partitions this worker owns into SQL."""
+        data = self.aggregates.data
+        if self.full_flush:
+            keys, self.full_flush = set(data.keys()), False
+        else:
+            keys = self.dirty
+        self.dirty = set()
+        owned = self.assigned_partitions()
+        windows, counters, offsets = [], [], []
+        for key in keys:
+            value = data.get(key)
+            if value is None:
+                continue
+            parts = key.decode().split(SEP)
+            partition = int(parts[-1])
+            if partition not in owned:
+                continue
+            numbers = orjson.loads(value)
+            if parts[0] == "w":
+                row = dict(zip(WINDOW_STATS, numbers[:STAT_COUNT], strict=True))
+                windows.append(
+                    {
+                        "experiment": parts[1],
+                        "variant": parts[2],
+                        "metric": parts[3],
+                        "window_start": int(parts[4]),
+                        "partition": partition,
+                        "source_offset": int(numbers[STAT_COUNT]),
+                        **row,
+                    }
+                )
+            elif parts[1] == "offset":
+                offsets.append(
+                    {"topic": parts[2], "partition": partition, "offset": int(numbers[0])}
+                )
+            else:
+                counters.append(
+                    {
+                        "name": parts[1],
+                        "key": parts[2],
+                        "partition": partition,
+                        "value": numbers[0],
+                        "source_offset": int(numbers[1]),
+                    }
+                )
+        if windows or counters or offsets:
+            await asyncio.to_thread(flush_partition_state, self.engine, windows, counters, offsets)
+        await asyncio.to_thread(self.reload_catalog)
+
+
+def _envelope(events: list[Event]) -> bytes:
+    return orjson.dumps(
+        [
+            {"type": "exposure" if isinstance(e, Exposure) else "metric", **e._asdict()}
+            for e in events
+        ]
+    )
+
+
+def build_pipeline(
+    settings: Settings,
+    broker_url: str,
+    engine: Engine,
+    app_id: str | None = None,
+    single_record_batches: bool | None = None,
+) -> Pipeline:
+    """A Faust app with the pipeline's topics, tables, agent, flush timer and signals."""
+    topics = Topics.of(settings.namespace)
+    tansu = settings.kafka_flavor == "tansu"
+    app = make_app(
+        app_id or settings.namespace,
+        broker_url,
+        settings.partitions,
+        exactly_once=settings.exactly_once and not tansu,
+        single_record_batches=tansu if single_record_batches is None else single_record_batches,
+    )
+    events_topic = app.topic(
+        topics.events, value_serializer="raw", key_serializer="raw", partitions=settings.partitions
+    )
+    dead_letter_topic = app.topic(
+        topics.dead_letter, value_serializer="raw", key_serializer="raw", partitions=1
+    )
+    users = app.Table("users", key_type=bytes, value_type=bytes, partitions=settings.partitions)
+    aggregates = app.Table(
+        "aggregates", key_type=bytes, value_type=bytes, partitions=settings.partitions
+    )
+    pipeline = Pipeline(
+        settings, engine, app, topics, users, aggregates, events_topic, dead_letter_topic
+    )
+    pipeline.reload_catalog()
+
+    @app.agent(events_topic, name="attribute")
+    async def attribute(stream: Any) -> None:
+        async for event in stream.events():
+            message = event.message
+            await pipeline.handle(message.partition, message.offset, event.value)
+
+    @app.timer(settings.flush_seconds)
+    async def flush_timer() -> None:
+        await pipeline.flush()
+
+    @app.on_rebalance_complete.connect  # type: ignore[arg-type]
+    async def after_rebalance(sender: Any, **_: Any) -> None:
+        pipeline.full_flush = True  # recovered keys were never flushed by this worker
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def before_revoke(sender: Any, revoked: Any, **_: Any) -> None:
+        await pipeline.flush()
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def before_shutdown(sender: Any, **_: Any) -> None:
+        await pipeline.flush()
+
+    return pipeline

@@ -1,0 +1,264 @@
+"""Reads and idempotent upserts on Postgres and SQLite alike."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, delete, event, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from config.catalog import Catalog, Experiment, Flag, Guardrail, Metric, Variant
+from sinks.sql.models import (
+    CounterRow,
+    ExperimentRow,
+    FlagRow,
+    GuardrailRow,
+    MetricRow,
+    PartitionOffsetRow,
+    VariantRow,
+    WindowAggregateRow,
+)
+
+WINDOW_STATS = (
+    "n",
+    "sum",
+    "sum_sq",
+    "x_sum",
+    "x_sum_sq",
+    "xy_sum",
+    "den_sum",
+    "den_sum_sq",
+    "num_den_sum",
+)
+
+
+def make_engine(database_url: str) -> Engine:
+    if database_url.startswith("sqlite"):
+        engine = create_engine(database_url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+            cursor = connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the flushing worker
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        return engine
+    return create_engine(database_url, pool_pre_ping=True)
+
+
+def _insert(engine: Engine, table: Any) -> Any:
+    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table)
+
+
+# --- catalog -------------------------------------------------------------------------------
+
+
+def save_catalog(engine: Engine, catalog: Catalog) -> None:
+    """Upsert the whole catalog in one transaction: nothing is half-loaded."""
+    with Session(engine) as session, session.begin():
+        for metric in catalog.metrics:
+            session.merge(MetricRow(**metric.model_dump()))
+        for flag in catalog.flags:
+            existing = session.get(FlagRow, flag.key)
+            if existing is None:
+                session.add(FlagRow(**flag.model_dump()))
+            else:  # keep a rollback in force: only a person restores a flag
+                existing.enabled, existing.rollout = flag.enabled, flag.rollout
+        for experiment in catalog.experiments:
+            session.merge(
+                ExperimentRow(
+                    key=experiment.key,
+                    flag=experiment.flag,
+                    seed=experiment.seed,
+                    hash_version=experiment.hash_version,
+                    coverage=experiment.coverage,
+                    control=experiment.control,
+                    metrics=list(experiment.metrics),
+                    status=experiment.status,
+                )
+            )
+            session.execute(delete(VariantRow).where(VariantRow.experiment == experiment.key))
+            session.execute(delete(GuardrailRow).where(GuardrailRow.experiment == experiment.key))
+            session.flush()
+            for position, variant in enumerate(experiment.variants):
+                session.add(
+                    VariantRow(
+                        experiment=experiment.key,
+                        key=variant.key,
+                        weight=variant.weight,
+                        position=position,
+                    )
+                )
+            for guardrail in experiment.guardrails:
+                session.add(GuardrailRow(experiment=experiment.key, **guardrail.model_dump()))
+
+
+def load_catalog(engine: Engine) -> Catalog:
+    with Session(engine) as session:
+        metrics = [
+            Metric(
+                key=r.key,
+                kind=r.kind,
+                cap=r.cap,
+                numerator=r.numerator,
+                denominator=r.denominator,
+                higher_is_better=r.higher_is_better,
+            )
+            for r in session.scalars(select(MetricRow).order_by(MetricRow.key))
+        ]
+        flags = [
+            Flag(key=r.key, enabled=r.enabled, rollout=r.rollout)
+            for r in session.scalars(select(FlagRow).order_by(FlagRow.key))
+        ]
+        variants: dict[str, list[Variant]] = {}
+        for row in session.scalars(select(VariantRow).order_by(VariantRow.position)):
+            variants.setdefault(row.experiment, []).append(Variant(key=row.key, weight=row.weight))
+        guardrails: dict[str, list[Guardrail]] = {}
+        for g in session.scalars(select(GuardrailRow).order_by(GuardrailRow.metric)):
+            guardrails.setdefault(g.experiment, []).append(
+                Guardrail(
+                    metric=g.metric,
+                    bad_direction=g.bad_direction,
+                    margin=g.margin,
+                    min_users=g.min_users,
+                    action=g.action,
+                )
+            )
+        experiments = [
+            Experiment(
+                key=r.key,
+                flag=r.flag,
+                seed=r.seed,
+                hash_version=r.hash_version,
+                coverage=r.coverage,
+                control=r.control,
+                metrics=tuple(r.metrics),
+                status=r.status,
+                variants=tuple(variants.get(r.key, ())),
+                guardrails=tuple(guardrails.get(r.key, ())),
+            )
+            for r in session.scalars(select(ExperimentRow).order_by(ExperimentRow.key))
+        ]
+    return Catalog(metrics=tuple(metrics), flags=tuple(flags), experiments=tuple(experiments))
+
+
+# --- pipeline flushes ----------------------------------------------------------------------
+
+
+def flush_partition_state(
+    engine: Engine,
+    windows: Sequence[dict[str, Any]],
+    counters: Sequence[dict[str, Any]],
+    offsets: Sequence[dict[str, Any]],
+) -> None:
+    """Absolute values, upserted in one transaction; a row never goes back to an older offset."""
+    with engine.begin() as conn:
+        if windows:
+            stmt = _insert(engine, WindowAggregateRow)
+            conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["experiment", "variant", "metric", "window_start", "partition"],
+                    set_={name: stmt.excluded[name] for name in (*WINDOW_STATS, "source_offset")},
+                    where=WindowAggregateRow.source_offset <= stmt.excluded.source_offset,
+                ),
+                list(windows),
+            )
+        if counters:
+            stmt = _insert(engine, CounterRow)
+            conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["name", "key", "partition"],
+                    set_={
+                        "value": stmt.excluded.value,
+                        "source_offset": stmt.excluded.source_offset,
+                    },
+                    where=CounterRow.source_offset <= stmt.excluded.source_offset,
+                ),
+                list(counters),
+            )
+        if offsets:
+            stmt = _insert(engine, PartitionOffsetRow)
+            conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["topic", "partition"],
+                    set_={"offset": stmt.excluded.offset},
+                    where=PartitionOffsetRow.offset <= stmt.excluded.offset,
+                ),
+                list(offsets),
+            )
+
+
+def flushed_offsets(engine: Engine, topic: str) -> dict[int, int]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(PartitionOffsetRow.partition, PartitionOffsetRow.offset).where(
+                PartitionOffsetRow.topic == topic
+            )
+        )
+        return {int(p): int(o) for p, o in rows}
+
+
+# --- reads for analysis --------------------------------------------------------------------
+
+
+def cumulative_arms(
+    engine: Engine, experiments: Iterable[str] | None = None
+) -> dict[tuple[str, str, str], dict[str, float]]:
+    """(experiment, variant, metric) → the sum of its window rows over windows and partitions."""
+    columns = [func.sum(getattr(WindowAggregateRow, name)).label(name) for name in WINDOW_STATS]
+    query = select(
+        WindowAggregateRow.experiment,
+        WindowAggregateRow.variant,
+        WindowAggregateRow.metric,
+        *columns,
+    ).group_by(WindowAggregateRow.experiment, WindowAggregateRow.variant, WindowAggregateRow.metric)
+    if experiments is not None:
+        query = query.where(WindowAggregateRow.experiment.in_(list(experiments)))
+    with engine.connect() as conn:
+        return {
+            (row.experiment, row.variant, row.metric): {
+                name: float(getattr(row, name) or 0.0) for name in WINDOW_STATS
+            }
+            for row in conn.execute(query)
+        }
+
+
+def window_rows(engine: Engine, experiment: str) -> list[dict[str, Any]]:
+    """Per-window statistics (summed over partitions), oldest first."""
+    columns = [func.sum(getattr(WindowAggregateRow, name)).label(name) for name in WINDOW_STATS]
+    query = (
+        select(
+            WindowAggregateRow.variant,
+            WindowAggregateRow.metric,
+            WindowAggregateRow.window_start,
+            *columns,
+        )
+        .where(WindowAggregateRow.experiment == experiment)
+        .group_by(
+            WindowAggregateRow.variant, WindowAggregateRow.metric, WindowAggregateRow.window_start
+        )
+        .order_by(WindowAggregateRow.window_start)
+    )
+    with engine.connect() as conn:
+        return [dict(row._mapping) for row in conn.execute(query)]
+
+
+def counter_totals(engine: Engine, name: str) -> dict[str, float]:
+    query = (
+        select(CounterRow.key, func.sum(CounterRow.value))
+        .where(CounterRow.name == name)
+        .group_by(CounterRow.key)
+    )
+    with engine.connect() as conn:
+        return {key: float(value) for key, value in conn.execute(query)}
+
+
+def reset_pipeline_state(engine: Engine) -> None:
+    """Forget all pipeline output (aggregates, counters, offsets); the catalog stays."""
+    with engine.begin() as conn:
+        for table in (WindowAggregateRow, CounterRow, PartitionOffsetRow):
+            conn.execute(delete(table))
