@@ -21,7 +21,10 @@ class Settings(BaseSettings):
     kafka_url: str = ""  # empty: start the embedded Tansu broker
     # "tansu": no transactions and a workaround for its end offsets (NOTES.md).
     kafka_flavor: Literal["apache", "tansu"] = "apache"
-    exactly_once: bool = True  # with Apache Kafka; Tansu is always at-least-once
+    # Faust's transactions (Apache Kafka only). Off by default: exactness comes from
+    # offset-fenced state updates, and faust-streaming 0.15.3 aborts in-flight transactions on
+    # rebalance while its memory store keeps their writes (README, "Exactness").
+    exactly_once: bool = False
     namespace: str = Field(default="xpstream", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,100}$")
     opensearch_url: str = ""  # empty: OpenSearch sink off
     kinesis_stream: str = ""

@@ -100,16 +100,23 @@ class Pipeline:
         for user_id, events in by_user.items():
             key = user_id.encode()
             previous = data.get(key)
-            state, duplicates = attribution.apply(
-                orjson.loads(previous) if previous is not None else None, events
-            )
+            state = orjson.loads(previous) if previous is not None else None
+            if state is not None and state.get("off", -1) >= offset:
+                continue  # redelivered after a crash: this user already has this message
+            state, duplicates = attribution.apply(state, events)
+            state["off"] = offset
             counters[("duplicates", "")] += duplicates
             counters[("applied", "")] += len(events) - duplicates
             user_writes.append((key, orjson.dumps(state)))
-        await self.write(self.users, partition, user_writes)
+        # Aggregates are durable before user states: a crash in between replays the users,
+        # and the offset in each aggregate key keeps the replayed deltas from counting twice.
         await self.write(
-            self.aggregates, partition, self._aggregate_writes(aggregates, partition, offset)
+            self.aggregates,
+            partition,
+            self._aggregate_writes(aggregates, partition, offset),
+            wait=True,
         )
+        await self.write(self.users, partition, user_writes)
 
     def _aggregate_writes(
         self, aggregates: Aggregates, partition: int, offset: int
@@ -118,8 +125,10 @@ class Pipeline:
         writes = []
         for (experiment, variant, metric, window), delta in aggregates.windows.items():
             key = window_key(experiment, variant, metric, window, partition)
-            previous = data.get(key)
-            row = orjson.loads(previous)[:STAT_COUNT] if previous else [0.0] * STAT_COUNT
+            previous = orjson.loads(data[key]) if key in data else None
+            if previous is not None and previous[STAT_COUNT] >= offset:
+                continue  # this message's delta is in already
+            row = previous[:STAT_COUNT] if previous else [0.0] * STAT_COUNT
             writes.append(
                 (key, orjson.dumps([a + b for a, b in zip(row, delta, strict=True)] + [offset]))
             )
@@ -127,26 +136,36 @@ class Pipeline:
             if not increment:
                 continue
             key = counter_key(name, key_part, partition)
-            previous = data.get(key)
-            value = (orjson.loads(previous)[0] if previous else 0.0) + increment
+            previous = orjson.loads(data[key]) if key in data else None
+            if previous is not None and previous[1] >= offset:
+                continue
+            value = (previous[0] if previous else 0.0) + increment
             writes.append((key, orjson.dumps([value, offset])))
         writes.append(
             (counter_key("offset", self.topics.events, partition), orjson.dumps([offset, offset]))
         )
         return writes
 
-    async def write(self, table: Any, partition: int, items: list[tuple[bytes, bytes]]) -> None:
-        """Set keys and send their changelog records in one go, from the current partition."""
+    async def write(
+        self, table: Any, partition: int, items: list[tuple[bytes, bytes]], wait: bool = False
+    ) -> None:
+        """Set keys and send their changelog records in one go, from the current partition;
+        with ``wait``, return only once the broker has acknowledged every record."""
         if not items:
             return
         data = table.data
         topic = table.changelog_topic.get_topic_name()
         producer = await self.app.maybe_start_producer()
+        acks = []
         for key, value in items:
             data[key] = value
-            await producer.send(
-                topic, key, value, partition=partition, timestamp=None, headers=None
+            acks.append(
+                await producer.send(
+                    topic, key, value, partition=partition, timestamp=None, headers=None
+                )
             )
+        if wait:
+            await asyncio.gather(*acks)
         if table is self.aggregates:
             self.dirty.update(key for key, _ in items)
 

@@ -1,0 +1,121 @@
+"""Separate worker processes: two in one consumer group, and SIGKILL + restart mid-stream.
+Totals must equal the pandas ground truth exactly, on Apache Kafka and on Tansu."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from config.settings import Settings
+from jobs.replay import produce_lines
+from pipelines.worker import Topics
+from sinks.sql.store import flushed_offsets
+from tests.conftest import Broker
+from tests.pipeline.conftest import XPSTREAM, load_catalog, pipeline_env
+from tests.pipeline.generate import CATALOG, EventFile, generate
+from tests.pipeline.test_ground_truth import check_against_ground_truth
+
+
+@pytest.fixture(scope="module")
+def small_file() -> EventFile:
+    return generate(users=2500, seed=11)
+
+
+def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [XPSTREAM, "run", "--only", "workers"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, sig)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def produce(env: dict[str, str], lines: list[bytes]) -> dict[int, int]:
+    settings = Settings(namespace=env["XPSTREAM_NAMESPACE"], partitions=4)
+    return asyncio.run(produce_lines(settings, env["XPSTREAM_KAFKA_URL"], lines))
+
+
+def wait_flushed(
+    engine: sa.Engine, env: dict[str, str], targets: dict[int, int], timeout: float = 180
+) -> None:
+    topic = Topics.of(env["XPSTREAM_NAMESPACE"]).events
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        flushed = flushed_offsets(engine, topic)
+        if all(flushed.get(p, -1) >= last for p, last in targets.items()):
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"not flushed in time: {flushed_offsets(engine, topic)} < {targets}")
+
+
+def test_two_workers_in_one_group_equal_ground_truth(
+    kafka_broker: Broker, small_file: EventFile, tmp_path: Path
+) -> None:
+    database = f"sqlite:///{tmp_path}/xp.db"
+    env = pipeline_env(kafka_broker, database)
+    load_catalog(env, CATALOG, tmp_path)
+    workers = [start_worker(env, tmp_path / f"worker{i}.log") for i in range(2)]
+    engine = sa.create_engine(database)
+    try:
+        time.sleep(6)  # both join the group before traffic arrives
+        lines = [line.encode() for line in small_file.lines]
+        targets = produce(env, lines)
+        wait_flushed(engine, env, targets)
+        assert all(w.poll() is None for w in workers), "a worker died"
+        check_against_ground_truth(engine, small_file)
+    finally:
+        for worker in workers:
+            stop(worker)
+        engine.dispose()
+
+
+@pytest.mark.crash
+@pytest.mark.parametrize("kill_after_chunks", [1, 3])
+def test_sigkill_and_restart_is_exact(
+    kafka_broker: Broker, small_file: EventFile, tmp_path: Path, kill_after_chunks: int
+) -> None:
+    database = f"sqlite:///{tmp_path}/xp.db"
+    env = pipeline_env(kafka_broker, database)
+    load_catalog(env, CATALOG, tmp_path)
+    log = tmp_path / "worker.log"
+    worker = start_worker(env, log)
+    engine = sa.create_engine(database)
+    lines = [line.encode() for line in small_file.lines]
+    # Contiguous chunks keep arrival order = file order, which the ground truth follows.
+    size = len(lines) // 5 + 1
+    chunks = [lines[i : i + size] for i in range(0, len(lines), size)]
+    targets: dict[int, int] = {}
+    try:
+        time.sleep(5)
+        for number, chunk in enumerate(chunks):
+            for partition, offset in produce(env, chunk).items():
+                targets[partition] = max(targets.get(partition, -1), offset)
+            if number == kill_after_chunks:
+                time.sleep(0.7)  # mid-processing, between flushes and commits
+                stop(worker, signal.SIGKILL)
+                worker = start_worker(env, log)
+        wait_flushed(engine, env, targets, timeout=240)
+        time.sleep(2)  # one more flush interval after the last offset
+        check_against_ground_truth(engine, small_file)
+    finally:
+        stop(worker)
+        engine.dispose()
