@@ -174,14 +174,19 @@ def render_text(report: dict[str, Any]) -> str:
         f"experiment: {report['experiment']}   users: {report['counters']['users']}   "
         f"crossovers: {report['counters']['crossovers']}"
     ]
+    first_metric = report["arms"][0]["metric"] if report["arms"] else None
+    arm_sizes = [
+        f"{a['variant']} {int(a['n'])}" for a in report["arms"] if a["metric"] == first_metric
+    ]
+    lines.append("users per arm: " + ", ".join(arm_sizes))
     if report["srm"]:
         lines.append(
             f"SRM p-value: {report['srm']['p_value']:.4g}"
             f"{'  MISMATCH' if report['srm']['mismatch'] else ''}"
         )
     lines.append(
-        f"{'metric':<14}{'variant':<12}{'n':>8}{'mean':>12}{'lift':>10}"
-        f"{'95% CI':>22}{'p':>10}{'p(seq)':>10}  sig"
+        f"{'metric':<10}{'variant':<10}{'mean':>9}{'lift':>9}"
+        f"{'95% CI':>20}{'p':>9}{'p(seq)':>9} sig"
     )
     for r in report["results"]:
         lift = f"{r['rel_effect']:+.2%}" if r["rel_effect"] is not None else "n/a"
@@ -190,9 +195,8 @@ def render_text(report: dict[str, Any]) -> str:
         p_value = f"{r['p_value']:.3g}" if r["p_value"] is not None else "n/a"
         seq = f"{r['sequential_p_value']:.3g}" if r["sequential_p_value"] is not None else "n/a"
         lines.append(
-            f"{r['metric']:<14}{r['variant']:<12}{r['n_variant']:>8}{mean:>12}"
-            f"{lift:>10}{ci:>22}{p_value:>10}{seq:>10}  "
-            f"{'yes' if r['significant'] else 'no'}"
+            f"{r['metric']:<10}{r['variant']:<10}{mean:>9}{lift:>9}{ci:>20}"
+            f"{p_value:>9}{seq:>9} {'yes' if r['significant'] else 'no'}"
         )
     for g in report["guardrails"]:
         lines.append(f"guardrail {g['metric']} ({g['variant']}): {g['status']}")

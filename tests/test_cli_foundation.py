@@ -51,4 +51,9 @@ def test_demo_runs_the_three_experiments(tmp_path: Path) -> None:
     assert "guardrail errors (treatment): breached" in result.stdout
     users = [int(u) for u in re.findall(r"users: (\d+)", result.stdout)]
     assert users == [20_000, 20_000, 20_000]
+    # per-arm user counts add up to the users simulated
+    for control, treatment in re.findall(
+        r"users per arm: control (\d+), treatment (\d+)", result.stdout
+    ):
+        assert int(control) + int(treatment) == 20_000
     assert "<svg" in report.read_text()
