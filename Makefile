@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-crash lint install clean
+.PHONY: demo test test-workers lint install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,8 +20,8 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/pytest
 
-test-crash: $(STAMP)
-	$(BIN)/pytest -m crash tests/pipeline/test_workers.py
+test-workers: $(STAMP)
+	$(BIN)/pytest -m workers tests/pipeline/test_workers.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -18,6 +18,7 @@ from typing import Any
 
 import faust
 import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import Engine
 
 from config.settings import Settings
@@ -64,6 +65,8 @@ class Pipeline:
     index: CatalogIndex = field(default_factory=CatalogIndex)
     dirty: set[bytes] = field(default_factory=set)
     full_flush: bool = True
+    verified: set[int] = field(default_factory=set)  # partitions whose state is checked
+    broker_url: str = ""
 
     # --- catalog -----------------------------------------------------------------------
 
@@ -76,9 +79,21 @@ class Pipeline:
 
     # --- processing --------------------------------------------------------------------
 
+    async def ensure_state(self, partition: int) -> None:
+        """Re-read a newly assigned partition's changelogs before its first message: Faust skips
+        table recovery when a rebalance lands on a newer generation mid-recovery ("rebalance
+        again"), and the partition would then restart from empty state."""
+        if partition in self.verified:
+            return
+        for table in (self.aggregates, self.users):
+            await restore_changelog(self.broker_url, table, partition)
+        self.full_flush = True  # restored rows are flushed too, not only touched ones
+        self.verified.add(partition)
+
     async def handle(self, partition: int, offset: int, raw: bytes) -> None:
         config = self.config
         assert config is not None
+        await self.ensure_state(partition)
         decoded = decode_message(raw, self.index)
         aggregates = Aggregates()
         counters = aggregates.counters
@@ -249,6 +264,29 @@ class Pipeline:
         await asyncio.to_thread(self.reload_catalog)
 
 
+async def restore_changelog(broker_url: str, table: Any, partition: int) -> None:
+    """Read one changelog partition from its start to its end into the table's store."""
+    tp = TopicPartition(table.changelog_topic.get_topic_name(), partition)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=broker_url, enable_auto_commit=False, isolation_level="read_committed"
+    )
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        end = (await consumer.end_offsets([tp]))[tp]
+        data = table.data
+        while await consumer.position(tp) < end:
+            batches = await consumer.getmany(tp, timeout_ms=1000, max_records=5000)
+            for message in batches.get(tp, []):
+                if message.value is None:
+                    data.pop(message.key, None)
+                else:
+                    data[message.key] = message.value
+    finally:
+        await consumer.stop()
+
+
 def _envelope(events: list[Event]) -> bytes:
     return orjson.dumps(
         [
@@ -286,7 +324,15 @@ def build_pipeline(
         "aggregates", key_type=bytes, value_type=bytes, partitions=settings.partitions
     )
     pipeline = Pipeline(
-        settings, engine, app, topics, users, aggregates, events_topic, dead_letter_topic
+        settings,
+        engine,
+        app,
+        topics,
+        users,
+        aggregates,
+        events_topic,
+        dead_letter_topic,
+        broker_url=broker_url,
     )
     pipeline.reload_catalog()
 
@@ -307,6 +353,7 @@ def build_pipeline(
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def before_revoke(sender: Any, revoked: Any, **_: Any) -> None:
         await pipeline.flush()
+        pipeline.verified -= {tp.partition for tp in revoked if tp.topic == topics.events}
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def before_shutdown(sender: Any, **_: Any) -> None:

@@ -1,0 +1,89 @@
+"""Decoding and validation of single events and envelopes, reason by reason."""
+
+from __future__ import annotations
+
+import calendar
+import json
+
+import pytest
+
+from jobs.simulate import demo_catalog
+from pipelines.events import CatalogIndex, Exposure, MetricEvent, decode_message
+
+INDEX = CatalogIndex.of(demo_catalog())
+GOOD_METRIC = {
+    "type": "metric",
+    "event_id": "m1",
+    "ts": 1764237600.5,
+    "user_id": "u1",
+    "metric": "revenue",
+    "value": 12.5,
+}
+GOOD_EXPOSURE = {
+    "type": "exposure",
+    "event_id": "e1",
+    "ts": "2026-11-27T10:00:00Z",
+    "user_id": "u1",
+    "experiment": "aa-test",
+    "variant": "treatment",
+}
+
+
+def reasons(raw: bytes) -> list[str]:
+    return [r.reason for r in decode_message(raw, INDEX).rejections]
+
+
+def test_good_events_and_rfc3339_time() -> None:
+    decoded = decode_message(json.dumps([GOOD_METRIC, GOOD_EXPOSURE]).encode(), INDEX)
+    assert decoded.rejections == []
+    metric, exposure = decoded.events
+    assert isinstance(metric, MetricEvent) and metric.value == 12.5
+    assert isinstance(exposure, Exposure)
+    assert exposure.ts == calendar.timegm((2026, 11, 27, 10, 0, 0))
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"type": "click"}, "unknown_type"),
+        ({"user_id": None}, "missing_field:user_id"),
+        ({"user_id": 7}, "bad_type:user_id"),
+        ({"value": "12"}, "bad_type:value"),
+        ({"value": True}, "bad_type:value"),
+        ({"ts": "yesterday"}, "bad_type:ts"),
+        ({"ts": "2026-11-27T10:00:00"}, "bad_type:ts"),
+        ({"metric": "clicks"}, "unknown_metric"),
+        ({"metric": "aov"}, "unknown_metric"),
+        ({"value": None}, "missing_field:value"),
+    ],
+)
+def test_each_rejection_reason(change: dict[str, object], reason: str) -> None:
+    event = {k: v for k, v in {**GOOD_METRIC, **change}.items() if v is not None}
+    assert reasons(json.dumps(event).encode()) == [reason]
+
+
+def test_exposure_reasons_and_non_finite_and_malformed() -> None:
+    assert reasons(json.dumps({**GOOD_EXPOSURE, "experiment": "nope"}).encode()) == [
+        "unknown_experiment"
+    ]
+    assert reasons(json.dumps({**GOOD_EXPOSURE, "variant": "zzz"}).encode()) == ["unknown_variant"]
+    assert reasons(json.dumps({**GOOD_METRIC, "value": float("inf")}).encode()) == [
+        "non_finite_value"
+    ]
+    assert reasons(b'{"type": "metric"') == ["malformed_json"]
+    assert reasons(b"\xff\xfe") == ["malformed_json"]
+    assert reasons(json.dumps({**GOOD_METRIC, "pad": "x" * 70_000}).encode()) == ["too_large"]
+
+
+def test_a_bad_member_of_an_envelope_is_rejected_alone() -> None:
+    envelope = [GOOD_METRIC, {**GOOD_METRIC, "event_id": "m2", "metric": "nope"}, GOOD_EXPOSURE]
+    decoded = decode_message(json.dumps(envelope).encode(), INDEX)
+    assert len(decoded.events) == 2
+    assert [r.reason for r in decoded.rejections] == ["unknown_metric"]
+    assert json.loads(decoded.rejections[0].raw)["event_id"] == "m2"
+
+
+def test_count_metrics_may_omit_the_value() -> None:
+    event = {k: v for k, v in GOOD_METRIC.items() if k != "value"} | {"metric": "errors"}
+    (decoded,) = decode_message(json.dumps(event).encode(), INDEX).events
+    assert isinstance(decoded, MetricEvent) and decoded.value == 1.0
