@@ -22,7 +22,6 @@ from tests.pipeline.conftest import XPSTREAM, load_catalog, pipeline_env
 from tests.pipeline.generate import CATALOG, EventFile, generate
 from tests.pipeline.test_ground_truth import check_against_ground_truth
 
-
 # Rebalances between worker processes hit a faust-streaming recovery defect (README,
 # "Exactness"): these reproductions are not yet reliably exact, so `make test` leaves them out.
 pytestmark = pytest.mark.workers
