@@ -17,17 +17,6 @@ from typing import Any
 from config.catalog import Catalog, Metric
 from pipelines.events import Event, Exposure
 
-STAT_FIELDS = (
-    "n",
-    "sum",
-    "sum_sq",
-    "x_sum",
-    "x_sum_sq",
-    "xy_sum",
-    "den_sum",
-    "den_sum_sq",
-    "num_den_sum",
-)
 WindowKey = tuple[str, str, str, int]  # experiment, variant, metric, window_start
 
 
