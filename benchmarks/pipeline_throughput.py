@@ -67,7 +67,8 @@ def synthetic_events(count: int, users: int = 50_000, seed: int = 1) -> list[byt
     return lines
 
 
-async def produce(bootstrap: str, topic: str, lines: list[bytes], envelope: bool) -> None:
+async def produce(bootstrap: str, topic: str, lines: list[bytes], envelope: bool) -> dict[int, int]:
+    """Send and wait for acknowledgement; with envelopes, returns the last offset per partition."""
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
         linger_ms=20,
@@ -77,13 +78,13 @@ async def produce(bootstrap: str, topic: str, lines: list[bytes], envelope: bool
     await producer.start()
     try:
         if envelope:
-            await send_envelopes(producer, topic, lines, PARTITIONS)
-        else:
-            futures = [
-                await producer.send(topic, line, key=orjson.loads(line)["user_id"].encode())
-                for line in lines
-            ]
-            await asyncio.gather(*futures)
+            return await send_envelopes(producer, topic, lines, PARTITIONS)
+        futures = [
+            await producer.send(topic, line, key=orjson.loads(line)["user_id"].encode())
+            for line in lines
+        ]
+        await asyncio.gather(*futures)
+        return {}
     finally:
         await producer.stop()
 
@@ -121,15 +122,7 @@ async def pipeline_rate(
     engine = make_engine(database)
     topics = Topics.of(settings.namespace)
     await ensure_topics(bootstrap, {topics.events: PARTITIONS, topics.dead_letter: 1})
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
-        linger_ms=20,
-        max_request_size=4 * 1024 * 1024,
-        max_batch_size=1 << 20,
-    )
-    await producer.start()
-    targets = await send_envelopes(producer, topics.events, lines, PARTITIONS)
-    await producer.stop()
+    targets = await produce(bootstrap, topics.events, lines, envelope=True)
     pipeline = build_pipeline(settings, bootstrap, engine)
     first_flush: list[float] = []
 

@@ -101,11 +101,13 @@ class Pipeline:
             counters[("dead_lettered", rejection.reason)] += 1
             await self.dead_letter(rejection, partition, offset)
         by_user: dict[str, list[Event]] = defaultdict(list)
-        strays: dict[int, list[Event]] = defaultdict(list)
-        partitions = self.settings.partitions
         for event in decoded.events:
-            home = partition_for(event.user_id, partitions)
-            (by_user[event.user_id] if home == partition else strays[home]).append(event)
+            by_user[event.user_id].append(event)
+        strays: dict[int, list[Event]] = defaultdict(list)
+        for user_id in list(by_user):  # murmur2 once per user, not per event
+            home = partition_for(user_id, self.settings.partitions)
+            if home != partition:
+                strays[home].extend(by_user.pop(user_id))
         for home, events in strays.items():
             await self.events_topic.send(value=_envelope(events), partition=home)
 

@@ -74,10 +74,6 @@ class ArmStats:
     def __len__(self) -> int:
         return int(self.n.size)
 
-    def take(self, index: Any) -> ArmStats:
-        """A subset of comparisons (fancy index or mask)."""
-        return ArmStats(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
-
     @staticmethod
     def concat(parts: list[ArmStats]) -> ArmStats:
         return ArmStats(

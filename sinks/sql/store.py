@@ -149,6 +149,29 @@ def load_catalog(engine: Engine) -> Catalog:
 # --- pipeline flushes ----------------------------------------------------------------------
 
 
+def _upsert_newer(
+    conn: Any,
+    engine: Engine,
+    table: Any,
+    rows: Sequence[dict[str, Any]],
+    keys: Sequence[str],
+    values: Sequence[str],
+    offset_column: str,
+) -> None:
+    """Insert or overwrite ``values``, unless the stored row has a newer ``offset_column``."""
+    if not rows:
+        return
+    stmt = _insert(engine, table)
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=list(keys),
+            set_={name: stmt.excluded[name] for name in values},
+            where=getattr(table, offset_column) <= stmt.excluded[offset_column],
+        ),
+        list(rows),
+    )
+
+
 def flush_partition_state(
     engine: Engine,
     windows: Sequence[dict[str, Any]],
@@ -157,39 +180,27 @@ def flush_partition_state(
 ) -> None:
     """Absolute values, upserted in one transaction; a row never goes back to an older offset."""
     with engine.begin() as conn:
-        if windows:
-            stmt = _insert(engine, WindowAggregateRow)
-            conn.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=["experiment", "variant", "metric", "window_start", "partition"],
-                    set_={name: stmt.excluded[name] for name in (*WINDOW_STATS, "source_offset")},
-                    where=WindowAggregateRow.source_offset <= stmt.excluded.source_offset,
-                ),
-                list(windows),
-            )
-        if counters:
-            stmt = _insert(engine, CounterRow)
-            conn.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=["name", "key", "partition"],
-                    set_={
-                        "value": stmt.excluded.value,
-                        "source_offset": stmt.excluded.source_offset,
-                    },
-                    where=CounterRow.source_offset <= stmt.excluded.source_offset,
-                ),
-                list(counters),
-            )
-        if offsets:
-            stmt = _insert(engine, PartitionOffsetRow)
-            conn.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=["topic", "partition"],
-                    set_={"offset": stmt.excluded.offset},
-                    where=PartitionOffsetRow.offset <= stmt.excluded.offset,
-                ),
-                list(offsets),
-            )
+        _upsert_newer(
+            conn,
+            engine,
+            WindowAggregateRow,
+            windows,
+            ("experiment", "variant", "metric", "window_start", "partition"),
+            (*WINDOW_STATS, "source_offset"),
+            "source_offset",
+        )
+        _upsert_newer(
+            conn,
+            engine,
+            CounterRow,
+            counters,
+            ("name", "key", "partition"),
+            ("value", "source_offset"),
+            "source_offset",
+        )
+        _upsert_newer(
+            conn, engine, PartitionOffsetRow, offsets, ("topic", "partition"), ("offset",), "offset"
+        )
 
 
 def flushed_offsets(engine: Engine, topic: str) -> dict[int, int]:

@@ -77,9 +77,6 @@ def kafka_libs() -> Path:
 class ApacheKafka:
     """One KRaft broker+controller on loopback; `start()` formats a fresh log dir each time."""
 
-    transactions = True
-    name = "kafka"
-
     def __init__(self) -> None:
         self.port = free_port()
         self.controller_port = free_port()
