@@ -208,14 +208,56 @@ def report(
 
 @app.command()
 def run(
-    only: str = typer.Option("all", help="all or workers (analyzer: see issue tracker)."),
+    only: str = typer.Option("all", help="all, workers, analyzer or publisher."),
 ) -> None:
-    """Pipeline workers against the configured broker and database (Ctrl-C stops)."""
-    from jobs.run import run_workers
+    """Pipeline workers, analyzer loop and alert publisher (Ctrl-C stops); --only runs one."""
+    from jobs.run import ROLES
+    from jobs.run import run as run_roles
 
-    if only not in ("all", "workers"):
-        fail(f"--only: {only!r} is not all or workers")
-    run_workers(_embedded_flavor(settings_or_exit()))
+    if only not in ROLES:
+        fail(f"--only: {only!r} is not one of {', '.join(ROLES)}")
+    run_roles(_embedded_flavor(settings_or_exit()), only)
+
+
+@app.command()
+def alerts(
+    as_json: bool = typer.Option(False, "--json", help="Print the alerts as a JSON array."),
+) -> None:
+    """Guardrail and SRM alerts, newest first."""
+    import orjson
+
+    from sinks.sql.alerts import list_alerts
+    from sinks.sql.migrate import upgrade_to_head
+    from sinks.sql.store import make_engine
+
+    settings = settings_or_exit()
+    upgrade_to_head(settings.database_url)
+    engine = make_engine(settings.database_url)
+    rows = list_alerts(engine)
+    engine.dispose()
+    if as_json:
+        sys.stdout.buffer.write(orjson.dumps(rows, option=orjson.OPT_INDENT_2) + b"\n")
+        return
+    if not rows:
+        console.print("no alerts")
+    for alert in rows:
+        console.print(render_alert(alert), highlight=False)
+
+
+def render_alert(alert: dict[str, Any]) -> str:
+    where = f"{alert['experiment']}"
+    if alert["metric"]:
+        where += f"/{alert['metric']} ({alert['variant']})"
+    detail = ""
+    if alert["kind"] == "guardrail_breach" and alert["rel_ci"]:
+        low, high = alert["rel_ci"]
+        detail = f"lift {alert['rel_effect']:+.2%} in [{low:+.2%}, {high:+.2%}]"
+    elif alert["kind"] == "srm_mismatch":
+        detail = f"SRM p={alert.get('srm_p_value', float('nan')):.3g} arms {alert.get('arm_sizes')}"
+    return (
+        f"{alert['created_at']}  {alert['kind']:<17} {where}  {detail}  "
+        f"action: {alert['action_taken']}"
+    )
 
 
 def _embedded_flavor(settings: Settings) -> Settings:

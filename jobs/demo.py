@@ -30,7 +30,7 @@ async def _run_pipeline(
     settings: Settings, bootstrap: str, engine: Engine, lines: list[bytes], progress: Progress
 ) -> None:
     topics = Topics.of(settings.namespace)
-    await ensure_topics(bootstrap, {topics.events: settings.partitions, topics.dead_letter: 1})
+    await ensure_topics(bootstrap, topics.layout(settings.partitions))
     # One worker on a fresh memory-only broker never recovers state, so Tansu's
     # single-record-batch workaround (needed only for recovery) is off here.
     pipeline = build_pipeline(settings, bootstrap, engine, single_record_batches=False)

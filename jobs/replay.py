@@ -12,9 +12,11 @@ from aiokafka import AIOKafkaProducer
 from sqlalchemy import Engine
 
 from config.settings import Settings
+from jobs.analyzer import analyze_once
 from pipelines.producer import send_envelopes
 from pipelines.topics import ensure_topics
 from pipelines.worker import Topics, build_pipeline
+from sinks.alert_publisher import AlertPublisher
 from sinks.sql.store import counter_totals, flushed_offsets
 
 Progress = Callable[[int, int], None]
@@ -57,7 +59,7 @@ async def wait_until_flushed(
 
 async def produce_lines(settings: Settings, bootstrap: str, lines: list[bytes]) -> dict[int, int]:
     topics = Topics.of(settings.namespace)
-    await ensure_topics(bootstrap, {topics.events: settings.partitions, topics.dead_letter: 1})
+    await ensure_topics(bootstrap, topics.layout(settings.partitions))
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap, linger_ms=5, max_request_size=4 * 1024 * 1024, acks="all"
     )
@@ -77,10 +79,11 @@ async def replay(
     timeout: float = 600.0,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Run an in-process worker, send the lines, wait for their flush; counts are this run's."""
+    """Run an in-process worker, send the lines, wait for their flush, analyse once and publish
+    any alert; counts are this run's."""
     before = pipeline_counters(engine)
     topics = Topics.of(settings.namespace)
-    await ensure_topics(bootstrap, {topics.events: settings.partitions, topics.dead_letter: 1})
+    await ensure_topics(bootstrap, topics.layout(settings.partitions))
     pipeline = build_pipeline(settings, bootstrap, engine)
     await pipeline.app.start()
     try:
@@ -88,6 +91,13 @@ async def replay(
         await wait_until_flushed(engine, topics.events, targets, timeout, progress)
     finally:
         await pipeline.app.stop()
+    look = await asyncio.to_thread(analyze_once, engine, settings.alpha, settings.tau)
+    publisher = AlertPublisher(engine, bootstrap, topics.alerts)
+    await publisher.start()
+    try:
+        await publisher.publish_pending()
+    finally:
+        await publisher.stop()
     after = pipeline_counters(engine)
     by_reason = {
         reason: int(count - before["by_reason"].get(reason, 0.0))
@@ -100,4 +110,6 @@ async def replay(
         "duplicates": int(after["duplicates"] - before["duplicates"]),
         "dead_lettered": sum(by_reason.values()),
         "by_reason": by_reason,
+        "alerts": len(look.alerts),
+        "rolled_back": look.rolled_back,
     }

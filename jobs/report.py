@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import html
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from sqlalchemy import Engine
 
-from config.catalog import Catalog, Experiment
+from config.catalog import Catalog, Experiment, Guardrail
 from jobs.analyze import AnalyzeInput, ArmInput, ComparisonInput, run_analysis
+from sinks.sql.results import flag_rolled_back, guardrail_actions, running_min_p_values
 from sinks.sql.store import WINDOW_STATS, counter_totals, cumulative_arms, window_rows
 from stats.analysis import AnalysisOptions, ComparisonBatch, analyze
 from stats.guardrails import guardrail_status
@@ -32,9 +34,14 @@ def _arm_input(stats: dict[str, float], kind: str, cuped: bool) -> ArmInput:
 
 
 def comparisons_for(
-    catalog: Catalog, experiment: Experiment, arms: dict[tuple[str, str, str], dict[str, float]]
+    catalog: Catalog,
+    experiment: Experiment,
+    arms: dict[tuple[str, str, str], dict[str, float]],
+    previous_p: dict[tuple[str, str, str], float] | None = None,
 ) -> list[ComparisonInput]:
-    """One comparison per analysed metric; CUPED wherever a pre-period covariate exists."""
+    """One comparison per analysed metric; CUPED wherever a pre-period covariate exists;
+    ``previous_p`` continues each comparison's always-valid p-value from the last look."""
+    previous_p = previous_p or {}
     comparisons = []
     weights = {v.key: v.weight for v in experiment.variants}
     total_weight = sum(weights.values()) or 1.0
@@ -52,7 +59,12 @@ def comparisons_for(
                 control=experiment.control,
                 expected_split={v: w / total_weight for v, w in weights.items()},
                 arms={v: _arm_input(s, kind, cuped) for v, s in per_arm.items()},
-                previous_sequential_p_value=None,
+                previous_sequential_p_value={
+                    v: previous_p[(experiment.key, metric_key, v)]
+                    for v in experiment.variant_keys
+                    if (experiment.key, metric_key, v) in previous_p
+                }
+                or None,
             )
         )
     return comparisons
@@ -66,7 +78,7 @@ def build_report(
     except StopIteration:
         raise UnknownExperimentError(experiment_key) from None
     arms = cumulative_arms(engine, [experiment.key])
-    comparisons = comparisons_for(catalog, experiment, arms)
+    comparisons = comparisons_for(catalog, experiment, arms, running_min_p_values(engine))
     analysis = run_analysis(
         AnalyzeInput.model_construct(
             alpha=alpha, tau=tau, correction="holm", prior=None, comparisons=comparisons
@@ -91,39 +103,66 @@ def build_report(
         ],
         "results": analysis["results"],
         "srm": analysis["srm"][0] if analysis["srm"] else None,
-        "guardrails": guardrail_rows(experiment, analysis["results"]),
-        "flag": {"key": experiment.flag, "rolled_back": False} if flag else None,
+        "guardrails": guardrail_rows(
+            experiment, analysis["results"], guardrail_actions(engine, experiment.key)
+        ),
+        "flag": (
+            {"key": flag.key, "rolled_back": flag_rolled_back(engine, flag.key)} if flag else None
+        ),
         "counters": {"users": int(users), "crossovers": int(crossovers)},
     }
 
 
-def guardrail_rows(experiment: Experiment, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    rows = []
+@dataclass(frozen=True)
+class GuardrailCheck:
+    guardrail: Guardrail
+    variant: str
+    result: dict[str, Any]
+    status: str  # ok | breached | waiting
+
+
+def guardrail_checks(experiment: Experiment, results: list[dict[str, Any]]) -> list[GuardrailCheck]:
+    """The §10 breach rule for every guardrail × treatment arm, in one vectorised call."""
     by_key = {(r["metric"], r["variant"]): r for r in results}
-    for guardrail in experiment.guardrails:
-        for variant in experiment.variant_keys:
-            if variant == experiment.control:
-                continue
-            result = by_key[(guardrail.metric, variant)]
-            interval = result["sequential_rel_ci"] or [np.nan, np.nan]
-            status = guardrail_status(
-                np.array([interval[0]]),
-                np.array([interval[1]]),
-                np.array([result["n_control"]]),
-                np.array([result["n_variant"]]),
-                np.array([guardrail.margin]),
-                np.array([guardrail.bad_direction == "increase"]),
-                np.array([guardrail.min_users]),
-            )[0]
-            rows.append(
-                {
-                    "metric": guardrail.metric,
-                    "variant": variant,
-                    "status": str(status),
-                    "action_taken": "none",
-                }
-            )
-    return rows
+    pairs = [
+        (g, v, by_key[(g.metric, v)])
+        for g in experiment.guardrails
+        for v in experiment.variant_keys
+        if v != experiment.control
+    ]
+    if not pairs:
+        return []
+    intervals = np.array([r["sequential_rel_ci"] or [np.nan, np.nan] for _, _, r in pairs])
+    statuses = guardrail_status(
+        intervals[:, 0],
+        intervals[:, 1],
+        np.array([r["n_control"] for _, _, r in pairs], dtype=float),
+        np.array([r["n_variant"] for _, _, r in pairs], dtype=float),
+        np.array([g.margin for g, _, _ in pairs]),
+        np.array([g.bad_direction == "increase" for g, _, _ in pairs]),
+        np.array([g.min_users for g, _, _ in pairs], dtype=float),
+    )
+    return [
+        GuardrailCheck(g, v, r, str(status))
+        for (g, v, r), status in zip(pairs, statuses, strict=True)
+    ]
+
+
+def guardrail_rows(
+    experiment: Experiment,
+    results: list[dict[str, Any]],
+    actions: dict[tuple[str, str], str] | None = None,
+) -> list[dict[str, Any]]:
+    actions = actions or {}
+    return [
+        {
+            "metric": c.guardrail.metric,
+            "variant": c.variant,
+            "status": c.status,
+            "action_taken": actions.get((c.guardrail.metric, c.variant), "none"),
+        }
+        for c in guardrail_checks(experiment, results)
+    ]
 
 
 def cumulative_lift_series(
@@ -199,7 +238,10 @@ def render_text(report: dict[str, Any]) -> str:
             f"{p_value:>9}{seq:>9} {'yes' if r['significant'] else 'no'}"
         )
     for g in report["guardrails"]:
-        lines.append(f"guardrail {g['metric']} ({g['variant']}): {g['status']}")
+        action = f", action taken: {g['action_taken']}" if g["action_taken"] != "none" else ""
+        lines.append(f"guardrail {g['metric']} ({g['variant']}): {g['status']}{action}")
+    if report["flag"] and report["flag"]["rolled_back"]:
+        lines.append(f"flag {report['flag']['key']}: ROLLED BACK (control served to everyone)")
     return "\n".join(lines)
 
 

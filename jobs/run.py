@@ -1,28 +1,86 @@
-"""`xpstream run`: Faust workers (a real faust.Worker, so exactly-once transactions apply)."""
+"""`xpstream run`: Faust workers (a real faust.Worker, so exactly-once transactions apply), the
+analyzer loop and the alert publisher — together, or each alone for scaling out."""
 
 from __future__ import annotations
 
 import asyncio
+import signal
+from typing import Any, Literal
 
 import faust
+from sqlalchemy import Engine
 
 from config.settings import Settings
+from jobs.analyzer import run_analyzer
 from pipelines.embedded_broker import broker_url
 from pipelines.topics import ensure_topics
 from pipelines.worker import Topics, build_pipeline
+from sinks.alert_publisher import AlertPublisher
 from sinks.sql.migrate import upgrade_to_head
 from sinks.sql.store import make_engine
 
+Role = Literal["all", "workers", "analyzer", "publisher"]
+ROLES: tuple[Role, ...] = ("all", "workers", "analyzer", "publisher")
 
-def run_workers(settings: Settings) -> None:
+
+async def analyzer_and_publisher(
+    settings: Settings, bootstrap: str, engine: Engine, stop: asyncio.Event, only: Role
+) -> None:
+    """The analyzer wakes the publisher as soon as a look writes alerts."""
+    wake = asyncio.Event()
+    jobs = []
+    publisher = None
+    if only in ("all", "publisher"):
+        publisher = AlertPublisher(engine, bootstrap, Topics.of(settings.namespace).alerts)
+        await publisher.start()
+        jobs.append(publisher.run(stop, wake, poll_seconds=settings.analysis_interval_seconds))
+    if only in ("all", "analyzer"):
+        jobs.append(
+            run_analyzer(
+                engine,
+                settings.alpha,
+                settings.tau,
+                settings.analysis_interval_seconds,
+                stop,
+                on_alerts=lambda _look: wake.set(),
+            )
+        )
+    try:
+        await asyncio.gather(*jobs)
+    finally:
+        if publisher is not None:
+            await publisher.stop()
+
+
+async def _standalone(settings: Settings, bootstrap: str, engine: Engine, only: Role) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await analyzer_and_publisher(settings, bootstrap, engine, stop, only)
+
+
+def run(settings: Settings, only: Role) -> None:
     upgrade_to_head(settings.database_url)
     engine = make_engine(settings.database_url)
     with broker_url(settings.kafka_url) as bootstrap:
         topics = Topics.of(settings.namespace)
-        asyncio.run(
-            ensure_topics(bootstrap, {topics.events: settings.partitions, topics.dead_letter: 1})
-        )
+        asyncio.run(ensure_topics(bootstrap, topics.layout(settings.partitions)))
+        if only in ("analyzer", "publisher"):
+            asyncio.run(_standalone(settings, bootstrap, engine, only))
+            return
         pipeline = build_pipeline(settings, bootstrap, engine)
+        if only == "all":
+            stop = asyncio.Event()
+
+            @pipeline.app.task
+            async def _analysis() -> None:
+                await analyzer_and_publisher(settings, bootstrap, engine, stop, "all")
+
+            @pipeline.app.on_before_shutdown.connect  # type: ignore[arg-type]
+            async def _stop_analysis(sender: Any, **_: Any) -> None:
+                stop.set()
+
         worker = faust.Worker(
             pipeline.app,
             loglevel="WARNING",

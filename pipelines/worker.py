@@ -37,10 +37,17 @@ STAT_COUNT = len(WINDOW_STATS)
 class Topics:
     events: str
     dead_letter: str
+    alerts: str
 
     @classmethod
     def of(cls, namespace: str) -> Topics:
-        return cls(f"{namespace}.events", f"{namespace}.dead-letter")
+        return cls(
+            f"{namespace}.events", f"{namespace}.dead-letter", f"{namespace}.guardrail-alerts"
+        )
+
+    def layout(self, partitions: int) -> dict[str, int]:
+        """Partitions per topic, for :func:`pipelines.topics.ensure_topics`."""
+        return {self.events: partitions, self.dead_letter: 1, self.alerts: 1}
 
 
 def window_key(experiment: str, variant: str, metric: str, window: int, partition: int) -> bytes:

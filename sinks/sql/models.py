@@ -13,6 +13,7 @@ from sqlalchemy import (
     ForeignKey,
     Integer,
     String,
+    Text,
     func,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -126,3 +127,101 @@ class PartitionOffsetRow(Base):
     topic: Mapped[str] = mapped_column(String(256), primary_key=True)
     partition: Mapped[int] = mapped_column(Integer, primary_key=True)
     offset: Mapped[int] = mapped_column(BigInteger)
+
+
+class ResultHistoryRow(Base):
+    """One row per comparison per analyzer look."""
+
+    __tablename__ = "analysis_results"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    looked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    experiment: Mapped[str] = mapped_column(String(128), index=True)
+    metric: Mapped[str] = mapped_column(String(128))
+    variant: Mapped[str] = mapped_column(String(128))
+    sequential_p_value: Mapped[float | None] = mapped_column(Float)
+    result: Mapped[dict[str, object]] = mapped_column(JSON)
+
+
+class LatestResultRow(Base):
+    """The newest look per comparison; its sequential p-value is the running minimum."""
+
+    __tablename__ = "latest_results"
+
+    experiment: Mapped[str] = mapped_column(String(128), primary_key=True)
+    metric: Mapped[str] = mapped_column(String(128), primary_key=True)
+    variant: Mapped[str] = mapped_column(String(128), primary_key=True)
+    looked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    sequential_p_value: Mapped[float | None] = mapped_column(Float)
+    result: Mapped[dict[str, object]] = mapped_column(JSON)
+
+
+class SrmStateRow(Base):
+    """Latest SRM check per experiment; ``alert_open`` until the mismatch clears."""
+
+    __tablename__ = "srm_states"
+
+    experiment: Mapped[str] = mapped_column(String(128), primary_key=True)
+    looked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    p_value: Mapped[float | None] = mapped_column(Float)
+    mismatch: Mapped[bool] = mapped_column(Boolean, default=False)
+    alert_open: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class GuardrailStateRow(Base):
+    """A guardrail's status per variant; once breached it stays breached (no re-alerting)."""
+
+    __tablename__ = "guardrail_states"
+
+    experiment: Mapped[str] = mapped_column(String(128), primary_key=True)
+    metric: Mapped[str] = mapped_column(String(128), primary_key=True)
+    variant: Mapped[str] = mapped_column(String(128), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))
+    looked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    breached_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    alert_id: Mapped[str | None] = mapped_column(String(36))
+    action_taken: Mapped[str] = mapped_column(String(16), default="none")
+
+
+class AlertRow(Base):
+    __tablename__ = "alerts"
+
+    alert_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    experiment: Mapped[str] = mapped_column(String(128), index=True)
+    flag: Mapped[str | None] = mapped_column(String(128))
+    metric: Mapped[str | None] = mapped_column(String(128))
+    variant: Mapped[str | None] = mapped_column(String(128))
+    action_taken: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    payload: Mapped[dict[str, object]] = mapped_column(JSON)
+
+
+class AlertOutboxRow(Base):
+    """Alerts waiting for Kafka: written in the transaction that decides them (outbox)."""
+
+    __tablename__ = "alert_outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    alert_id: Mapped[str] = mapped_column(ForeignKey("alerts.alert_id"), unique=True)
+    key: Mapped[str] = mapped_column(String(128))
+    payload: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    sent_partition: Mapped[int | None] = mapped_column(Integer)
+    sent_offset: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class AuditRow(Base):
+    """Who changed what: before and after, for flags, experiments and keys."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    actor: Mapped[str] = mapped_column(String(256))
+    action: Mapped[str] = mapped_column(String(64))
+    entity_type: Mapped[str] = mapped_column(String(32))
+    entity_key: Mapped[str] = mapped_column(String(128))
+    before: Mapped[dict[str, object] | None] = mapped_column(JSON)
+    after: Mapped[dict[str, object] | None] = mapped_column(JSON)

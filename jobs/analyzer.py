@@ -1,0 +1,188 @@
+"""The analyzer loop: every ANALYSIS_INTERVAL_SECONDS, one vectorised analysis of all running
+experiments; guardrail breaches roll flags back and SRM mismatches alert, each decision in the
+same transaction as its audit row, alert row and outbox row (DESIGN.md §1, §10)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from config.catalog import Catalog, Experiment
+from jobs.analyze import AnalyzeInput, run_analysis
+from jobs.report import GuardrailCheck, comparisons_for, guardrail_checks
+from sinks.sql.alerts import add_alert
+from sinks.sql.audit import rollback_flag
+from sinks.sql.models import GuardrailStateRow, SrmStateRow
+from sinks.sql.results import record_results, running_min_p_values
+from sinks.sql.store import cumulative_arms, load_catalog
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Look:
+    looked_at: datetime
+    comparisons: int = 0
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    rolled_back: list[str] = field(default_factory=list)
+
+
+def analyze_once(engine: Engine, alpha: float, tau: float, now: datetime | None = None) -> Look:
+    """One look: read cumulative statistics, analyse, store, act. Safe to repeat."""
+    look = Look(looked_at=now or datetime.now(UTC))
+    catalog = load_catalog(engine)
+    running = [e for e in catalog.experiments if e.status == "running"]
+    if not running:
+        return look
+    arms = cumulative_arms(engine, [e.key for e in running])
+    previous = running_min_p_values(engine)
+    comparisons = [
+        c for e in running for c in comparisons_for(catalog, e, arms, previous_p=previous)
+    ]
+    analysis = run_analysis(
+        AnalyzeInput.model_construct(
+            alpha=alpha, tau=tau, correction="holm", prior=None, comparisons=comparisons
+        )
+    )
+    look.comparisons = len(analysis["results"])
+    srm = {row["experiment"]: row for row in analysis["srm"]}
+    with Session(engine) as session, session.begin():
+        record_results(session, analysis["results"], look.looked_at)
+        for experiment in running:
+            results = [r for r in analysis["results"] if r["experiment"] == experiment.key]
+            for check in guardrail_checks(experiment, results):
+                _apply_guardrail(session, catalog, experiment, check, look)
+            if experiment.key in srm:
+                _apply_srm(session, experiment, srm[experiment.key], comparisons, look)
+    return look
+
+
+def _apply_guardrail(
+    session: Session, catalog: Catalog, experiment: Experiment, check: GuardrailCheck, look: Look
+) -> None:
+    key = (experiment.key, check.guardrail.metric, check.variant)
+    state = session.get(GuardrailStateRow, key)
+    if state is None:
+        state = GuardrailStateRow(
+            experiment=key[0], metric=key[1], variant=key[2], action_taken="none"
+        )
+        session.add(state)
+    state.looked_at = look.looked_at
+    if state.breached_at is not None:  # a breach is final: never re-alerted, never re-rolled
+        return
+    state.status = check.status
+    if check.status != "breached":
+        return
+    result, guardrail = check.result, check.guardrail
+    action = "none"
+    has_flag = experiment.flag is not None and any(f.key == experiment.flag for f in catalog.flags)
+    if guardrail.action == "rollback" and has_flag and experiment.flag is not None:
+        low, high = result["sequential_rel_ci"]
+        reason = (
+            f"guardrail {guardrail.metric} breached by {check.variant}: relative effect "
+            f"{result['rel_effect']:+.2%}, always-valid interval [{low:+.2%}, {high:+.2%}], "
+            f"margin {guardrail.margin:.2%} ({guardrail.bad_direction} is bad)"
+        )
+        actor = f"guardrail:{experiment.key}/{guardrail.metric}"
+        if rollback_flag(session, experiment.flag, reason=reason, actor=actor, at=look.looked_at):
+            action = "rollback"
+            look.rolled_back.append(experiment.flag)
+    payload = {
+        "alert_id": str(uuid.uuid4()),
+        "kind": "guardrail_breach",
+        "experiment": experiment.key,
+        "flag": experiment.flag,
+        "metric": guardrail.metric,
+        "variant": check.variant,
+        "rel_effect": result["rel_effect"],
+        "rel_ci": result["sequential_rel_ci"],
+        "margin": guardrail.margin,
+        "sequential_p_value": result["sequential_p_value"],
+        "n_control": result["n_control"],
+        "n_variant": result["n_variant"],
+        "action_taken": action,
+        "created_at": look.looked_at.isoformat(),
+    }
+    add_alert(session, payload, look.looked_at)
+    state.breached_at, state.alert_id, state.action_taken = (
+        look.looked_at,
+        payload["alert_id"],
+        action,
+    )
+    look.alerts.append(payload)
+
+
+def _apply_srm(
+    session: Session,
+    experiment: Experiment,
+    srm: dict[str, Any],
+    comparisons: list[Any],
+    look: Look,
+) -> None:
+    state = session.get(SrmStateRow, experiment.key)
+    if state is None:
+        state = SrmStateRow(experiment=experiment.key, alert_open=False)
+        session.add(state)
+    state.looked_at, state.p_value, state.mismatch = look.looked_at, srm["p_value"], srm["mismatch"]
+    if not srm["mismatch"]:
+        state.alert_open = False  # cleared: a later mismatch alerts again
+        return
+    if state.alert_open:
+        return
+    state.alert_open = True
+    arms = next(c.arms for c in comparisons if c.experiment == experiment.key)
+    sizes = {variant: int(arm.n) for variant, arm in arms.items()}
+    payload = {
+        "alert_id": str(uuid.uuid4()),
+        "kind": "srm_mismatch",
+        "experiment": experiment.key,
+        "flag": experiment.flag,
+        "metric": None,
+        "variant": None,
+        "rel_effect": None,
+        "rel_ci": None,
+        "margin": None,
+        "sequential_p_value": None,
+        "n_control": sizes.get(experiment.control, 0),
+        "n_variant": sum(n for v, n in sizes.items() if v != experiment.control),
+        "action_taken": "none",
+        "created_at": look.looked_at.isoformat(),
+        "srm_p_value": srm["p_value"],
+        "arm_sizes": sizes,
+    }
+    add_alert(session, payload, look.looked_at)
+    look.alerts.append(payload)
+
+
+async def run_analyzer(
+    engine: Engine,
+    alpha: float,
+    tau: float,
+    interval: float,
+    stop: asyncio.Event,
+    on_alerts: Callable[[Look], None] | None = None,
+) -> None:
+    """Look every ``interval`` seconds until ``stop``; a failed look is logged and retried."""
+    while not stop.is_set():
+        started = time.monotonic()
+        try:
+            look = await asyncio.to_thread(analyze_once, engine, alpha, tau)
+        except Exception:
+            log.exception("analyzer look failed; retrying in %.1fs", interval)
+        else:
+            if look.alerts and on_alerts is not None:
+                on_alerts(look)
+        remaining = interval - (time.monotonic() - started)
+        if remaining > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), remaining)

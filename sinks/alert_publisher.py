@@ -1,0 +1,126 @@
+"""Publishes outbox alerts to Kafka exactly once: sent rows are marked after the broker's ack,
+and on start (or after a failed send) the topic is read back so an alert that reached Kafka but
+was never marked is marked instead of sent again."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
+from sqlalchemy import Engine
+
+from sinks.sql.alerts import mark_sent, sent_high_water, unsent
+
+log = logging.getLogger(__name__)
+
+
+class AlertPublisher:
+    def __init__(self, engine: Engine, bootstrap: str, topic: str) -> None:
+        self.engine, self.bootstrap, self.topic = engine, bootstrap, topic
+        self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        self.published = 0
+
+    async def start(self) -> None:
+        await self.producer.start()
+        await self.reconcile()
+
+    async def stop(self) -> None:
+        await self.producer.stop()
+
+    async def reconcile(self) -> int:
+        """Mark unsent outbox rows whose alert is already on the topic; returns how many."""
+        pending = {row.alert_id for row in await asyncio.to_thread(unsent, self.engine)}
+        if not pending:
+            return 0
+        start = await asyncio.to_thread(sent_high_water, self.engine)
+        found: dict[str, tuple[int, int]] = {}
+        # Subscribed without a group: aiokafka assigns every partition of the topic.
+        consumer = AIOKafkaConsumer(
+            self.topic, bootstrap_servers=self.bootstrap, enable_auto_commit=False
+        )
+        await consumer.start()
+        try:
+            partitions = sorted(consumer.assignment())
+            if partitions:
+                found = await _scan(consumer, partitions, start, pending)
+        finally:
+            await consumer.stop()
+        now = datetime.now(UTC)
+        for alert_id, (partition, offset) in found.items():
+            await asyncio.to_thread(mark_sent, self.engine, alert_id, partition, offset, now)
+        if found:
+            log.warning("%d alerts were on %s but not marked sent: marked", len(found), self.topic)
+        return len(found)
+
+    async def publish_pending(self) -> int:
+        """Send every unsent alert in outbox order; each is marked only after the ack."""
+        sent = 0
+        for row in await asyncio.to_thread(unsent, self.engine):
+            try:
+                metadata = await self.producer.send_and_wait(
+                    self.topic,
+                    row.payload.encode(),
+                    key=row.key.encode(),
+                    headers=[("alert_id", row.alert_id.encode())],
+                )
+            except KafkaError:
+                # The broker may have written it anyway: read back before any retry.
+                log.exception("sending alert %s failed; will reconcile and retry", row.alert_id)
+                await self.reconcile()
+                raise
+            await asyncio.to_thread(
+                mark_sent,
+                self.engine,
+                row.alert_id,
+                metadata.partition,
+                metadata.offset,
+                datetime.now(UTC),
+            )
+            sent += 1
+        self.published += sent
+        return sent
+
+    async def run(self, stop: asyncio.Event, wake: asyncio.Event, poll_seconds: float) -> None:
+        """Publish whenever woken (a look wrote alerts) or every ``poll_seconds``."""
+        while not stop.is_set():
+            try:
+                await self.publish_pending()
+            except KafkaError:
+                await asyncio.sleep(poll_seconds)
+                continue
+            wake.clear()
+            waiters = [asyncio.ensure_future(e.wait()) for e in (stop, wake)]
+            await asyncio.wait(waiters, timeout=poll_seconds, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waiters:
+                waiter.cancel()
+
+
+async def _scan(
+    consumer: AIOKafkaConsumer,
+    partitions: list[TopicPartition],
+    start: dict[int, int],
+    wanted: set[str],
+) -> dict[str, tuple[int, int]]:
+    ends = await consumer.end_offsets(partitions)
+    for tp in partitions:
+        if tp.partition in start:
+            consumer.seek(tp, start[tp.partition] + 1)
+        else:
+            await consumer.seek_to_beginning(tp)
+    found: dict[str, tuple[int, int]] = {}
+    remaining = {tp for tp in partitions if await consumer.position(tp) < ends[tp]}
+    idle = 0
+    while remaining and idle < 3:  # some brokers (Tansu) report end offsets past the last record
+        batches = await consumer.getmany(*remaining, timeout_ms=1000)
+        idle = 0 if batches else idle + 1
+        for tp, records in batches.items():
+            for record in records:
+                alert_id = orjson.loads(record.value or b"{}").get("alert_id")
+                if alert_id in wanted:
+                    found[alert_id] = (tp.partition, record.offset)
+        remaining = {tp for tp in remaining if await consumer.position(tp) < ends[tp]}
+    return found

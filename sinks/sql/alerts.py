@@ -1,0 +1,75 @@
+"""Alerts and their outbox: an alert row and its Kafka message are written in one transaction."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import Engine, func, select, update
+from sqlalchemy.orm import Session
+
+from sinks.sql.models import AlertOutboxRow, AlertRow
+
+
+def add_alert(session: Session, payload: dict[str, Any], created_at: datetime) -> None:
+    """``payload`` is the published document (README, "Guardrail alerts")."""
+    session.add(
+        AlertRow(
+            alert_id=payload["alert_id"],
+            kind=payload["kind"],
+            experiment=payload["experiment"],
+            flag=payload["flag"],
+            metric=payload["metric"],
+            variant=payload["variant"],
+            action_taken=payload["action_taken"],
+            created_at=created_at,
+            payload=payload,
+        )
+    )
+    session.flush()  # the outbox row refers to the alert
+    session.add(
+        AlertOutboxRow(
+            alert_id=payload["alert_id"],
+            key=payload["flag"] or payload["experiment"],
+            payload=orjson.dumps(payload).decode(),
+            created_at=created_at,
+        )
+    )
+
+
+def list_alerts(engine: Engine, since: datetime | None = None) -> list[dict[str, Any]]:
+    """Alert documents, newest first."""
+    query = select(AlertRow.payload).order_by(AlertRow.created_at.desc(), AlertRow.alert_id)
+    if since is not None:
+        query = query.where(AlertRow.created_at >= since)
+    with engine.connect() as conn:
+        return [dict(payload) for (payload,) in conn.execute(query)]
+
+
+def unsent(engine: Engine) -> list[AlertOutboxRow]:
+    with Session(engine, expire_on_commit=False) as session:
+        query = select(AlertOutboxRow).where(AlertOutboxRow.sent_at.is_(None))
+        return list(session.scalars(query.order_by(AlertOutboxRow.id)))
+
+
+def mark_sent(
+    engine: Engine, alert_id: str, partition: int | None, offset: int | None, at: datetime
+) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            update(AlertOutboxRow)
+            .where(AlertOutboxRow.alert_id == alert_id, AlertOutboxRow.sent_at.is_(None))
+            .values(sent_at=at, sent_partition=partition, sent_offset=offset)
+        )
+
+
+def sent_high_water(engine: Engine) -> dict[int, int]:
+    """Per partition, the highest offset known to hold one of our alerts."""
+    query = (
+        select(AlertOutboxRow.sent_partition, func.max(AlertOutboxRow.sent_offset))
+        .where(AlertOutboxRow.sent_partition.is_not(None))
+        .group_by(AlertOutboxRow.sent_partition)
+    )
+    with engine.connect() as conn:
+        return {int(p or 0): int(o or 0) for p, o in conn.execute(query)}

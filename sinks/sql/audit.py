@@ -1,0 +1,85 @@
+"""Flag changes with their audit rows: every rollback or restore says who, what, before, after."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from sinks.sql.models import AuditRow, FlagRow
+
+
+def audit(
+    session: Session,
+    *,
+    at: datetime,
+    actor: str,
+    action: str,
+    entity_type: str,
+    entity_key: str,
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+) -> None:
+    session.add(
+        AuditRow(
+            at=at,
+            actor=actor,
+            action=action,
+            entity_type=entity_type,
+            entity_key=entity_key,
+            before=before,
+            after=after,
+        )
+    )
+
+
+def flag_state(flag: FlagRow) -> dict[str, Any]:
+    return {
+        "enabled": flag.enabled,
+        "rollout": flag.rollout,
+        "rolled_back_at": flag.rolled_back_at.isoformat() if flag.rolled_back_at else None,
+        "rollback_reason": flag.rollback_reason,
+    }
+
+
+def rollback_flag(session: Session, key: str, *, reason: str, actor: str, at: datetime) -> bool:
+    """Serve control to everyone; False when the flag is unknown or already rolled back."""
+    flag = session.get(FlagRow, key, with_for_update=True)
+    if flag is None or flag.rolled_back_at is not None:
+        return False
+    before = flag_state(flag)
+    flag.rolled_back_at, flag.rollback_reason = at, reason
+    session.flush()
+    audit(
+        session,
+        at=at,
+        actor=actor,
+        action="flag.rollback",
+        entity_type="flag",
+        entity_key=key,
+        before=before,
+        after=flag_state(flag),
+    )
+    return True
+
+
+def restore_flag(session: Session, key: str, *, actor: str, at: datetime) -> bool:
+    """A person re-enables a rolled-back flag; False when it was not rolled back."""
+    flag = session.get(FlagRow, key, with_for_update=True)
+    if flag is None or flag.rolled_back_at is None:
+        return False
+    before = flag_state(flag)
+    flag.rolled_back_at, flag.rollback_reason = None, None
+    session.flush()
+    audit(
+        session,
+        at=at,
+        actor=actor,
+        action="flag.restore",
+        entity_type="flag",
+        entity_key=key,
+        before=before,
+        after=flag_state(flag),
+    )
+    return True

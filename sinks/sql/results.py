@@ -1,0 +1,67 @@
+"""Analyzer output: result history, the latest look per comparison, guardrail and SRM state."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from sinks.sql.models import (
+    FlagRow,
+    GuardrailStateRow,
+    LatestResultRow,
+    ResultHistoryRow,
+)
+
+ComparisonKey = tuple[str, str, str]  # experiment, metric, variant
+
+
+def running_min_p_values(engine: Engine) -> dict[ComparisonKey, float]:
+    """The always-valid p-value of every comparison so far: where the next look continues."""
+    query = select(
+        LatestResultRow.experiment,
+        LatestResultRow.metric,
+        LatestResultRow.variant,
+        LatestResultRow.sequential_p_value,
+    ).where(LatestResultRow.sequential_p_value.is_not(None))
+    with engine.connect() as conn:
+        return {(e, m, v): float(p or 0.0) for e, m, v, p in conn.execute(query)}
+
+
+def record_results(session: Session, results: list[dict[str, Any]], looked_at: datetime) -> None:
+    for result in results:
+        key = {
+            "experiment": result["experiment"],
+            "metric": result["metric"],
+            "variant": result["variant"],
+        }
+        p_value = result["sequential_p_value"]
+        session.add(
+            ResultHistoryRow(looked_at=looked_at, sequential_p_value=p_value, result=result, **key)
+        )
+        session.merge(
+            LatestResultRow(looked_at=looked_at, sequential_p_value=p_value, result=result, **key)
+        )
+
+
+def latest_results(engine: Engine, experiment: str) -> list[dict[str, Any]]:
+    query = select(LatestResultRow.result).where(LatestResultRow.experiment == experiment)
+    with engine.connect() as conn:
+        return [dict(result) for (result,) in conn.execute(query)]
+
+
+def guardrail_actions(engine: Engine, experiment: str) -> dict[tuple[str, str], str]:
+    """(metric, variant) → the action taken when the guardrail was breached."""
+    query = select(
+        GuardrailStateRow.metric, GuardrailStateRow.variant, GuardrailStateRow.action_taken
+    ).where(GuardrailStateRow.experiment == experiment)
+    with engine.connect() as conn:
+        return {(m, v): a for m, v, a in conn.execute(query)}
+
+
+def flag_rolled_back(engine: Engine, key: str) -> bool:
+    with Session(engine) as session:
+        flag = session.get(FlagRow, key)
+        return flag is not None and flag.rolled_back_at is not None
