@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,29 +15,43 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from sqlalchemy import Engine
 
 from config.settings import Settings
-from jobs.replay import produce_lines, wait_until_flushed
+from jobs.replay import analyse_and_publish, produce_lines, wait_until_flushed
 from jobs.report import build_report, cumulative_lift_series, render_html, render_text
+from jobs.run import analyzer_and_publisher
 from jobs.simulate import DEMO_EFFECTS, Traffic, demo_catalog, simulate
 from pipelines.embedded_broker import broker_url
 from pipelines.topics import ensure_topics
 from pipelines.worker import Topics, build_pipeline
+from sinks.alert_publisher import read_alerts
 from sinks.sql.migrate import upgrade_to_head
+from sinks.sql.results import reset_analysis_state, rolled_back_flags
 from sinks.sql.store import make_engine, reset_pipeline_state, save_catalog
 
 DEMO_START_TS = 1_764_000_000.0
 
 
+@dataclass
+class DemoTimeline:
+    first_event_at: float = 0.0  # wall clock (epoch seconds) when the first envelope was sent
+    alerts: list[dict[str, Any]] = field(default_factory=list)  # as consumed from the topic
+
+
 async def _run_pipeline(
     settings: Settings, bootstrap: str, engine: Engine, lines: list[bytes], progress: Progress
-) -> None:
+) -> DemoTimeline:
+    """Workers, analyzer loop and alert publisher together, as `xpstream run` runs them."""
     topics = Topics.of(settings.namespace)
     await ensure_topics(bootstrap, topics.layout(settings.partitions))
     # One worker on a fresh memory-only broker never recovers state, so Tansu's
     # single-record-batch workaround (needed only for recovery) is off here.
     pipeline = build_pipeline(settings, bootstrap, engine, single_record_batches=False)
+    timeline = DemoTimeline()
     await pipeline.app.start()
+    stop = asyncio.Event()
+    analysis = asyncio.create_task(analyzer_and_publisher(settings, bootstrap, engine, stop, "all"))
     try:
         producing = progress.add_task("producing envelopes", total=None)
+        timeline.first_event_at = time.time()
         targets = await produce_lines(settings, bootstrap, lines)
         progress.update(producing, total=1, completed=1)
         processing = progress.add_task("attributing + flushing", total=len(lines))
@@ -48,7 +63,12 @@ async def _run_pipeline(
             progress=lambda done, total: progress.update(processing, completed=done, total=total),
         )
     finally:
+        stop.set()
+        await analysis
         await pipeline.app.stop()
+    await analyse_and_publish(settings, bootstrap, engine)  # the final look, on all the data
+    timeline.alerts = await read_alerts(bootstrap, topics.alerts)
+    return timeline
 
 
 def run_demo(settings: Settings, users: int, report_path: Path, console: Console) -> dict[str, Any]:
@@ -59,6 +79,7 @@ def run_demo(settings: Settings, users: int, report_path: Path, console: Console
     catalog = demo_catalog()
     save_catalog(engine, catalog)
     reset_pipeline_state(engine)
+    reset_analysis_state(engine)
     traffic = Traffic(
         users=users, start_ts=DEMO_START_TS, days=3.0, lookback_days=settings.cuped_lookback_days
     )
@@ -76,7 +97,7 @@ def run_demo(settings: Settings, users: int, report_path: Path, console: Console
         ) as progress,
     ):
         console.print(f"broker: {bootstrap}{'' if settings.kafka_url else ' (embedded Tansu)'}")
-        asyncio.run(_run_pipeline(settings, bootstrap, engine, lines, progress))
+        timeline = asyncio.run(_run_pipeline(settings, bootstrap, engine, lines, progress))
     reports = {}
     for experiment in catalog.experiments:
         report = build_report(engine, catalog, experiment.key, settings.alpha, settings.tau)
@@ -97,5 +118,20 @@ def run_demo(settings: Settings, users: int, report_path: Path, console: Console
     }
     for key, significant in summary.items():
         console.print(f"{key}: {'significant' if significant else 'not significant'}")
+    _print_alerts(engine, timeline, console)
     console.print(f"HTML report: {report_path}   ({time.monotonic() - started:.0f}s)")
     return reports
+
+
+def _print_alerts(engine: Engine, timeline: DemoTimeline, console: Console) -> None:
+    rolled_back = rolled_back_flags(engine)
+    for flag, at in rolled_back.items():
+        console.print(
+            f"flag {flag} ROLLED BACK {at.timestamp() - timeline.first_event_at:.1f}s after the "
+            "first event was sent"
+        )
+    if not rolled_back:
+        console.print("no flag was rolled back")
+    console.print(f"alerts consumed from the topic: {len(timeline.alerts)}")
+    for alert in timeline.alerts:
+        console.print_json(data=alert)

@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaProducer
 from sqlalchemy import Engine
 
 from config.settings import Settings
-from jobs.analyzer import analyze_once
+from jobs.analyzer import Look, analyze_once
 from pipelines.producer import send_envelopes
 from pipelines.topics import ensure_topics
 from pipelines.worker import Topics, build_pipeline
@@ -70,6 +70,18 @@ async def produce_lines(settings: Settings, bootstrap: str, lines: list[bytes]) 
         await producer.stop()
 
 
+async def analyse_and_publish(settings: Settings, bootstrap: str, engine: Engine) -> Look:
+    """One analyzer look, then publish whatever alerts are waiting in the outbox."""
+    look = await asyncio.to_thread(analyze_once, engine, settings.alpha, settings.tau)
+    publisher = AlertPublisher(engine, bootstrap, Topics.of(settings.namespace).alerts)
+    await publisher.start()
+    try:
+        await publisher.publish_pending()
+    finally:
+        await publisher.stop()
+    return look
+
+
 async def replay(
     settings: Settings,
     bootstrap: str,
@@ -91,13 +103,7 @@ async def replay(
         await wait_until_flushed(engine, topics.events, targets, timeout, progress)
     finally:
         await pipeline.app.stop()
-    look = await asyncio.to_thread(analyze_once, engine, settings.alpha, settings.tau)
-    publisher = AlertPublisher(engine, bootstrap, topics.alerts)
-    await publisher.start()
-    try:
-        await publisher.publish_pending()
-    finally:
-        await publisher.stop()
+    look = await analyse_and_publish(settings, bootstrap, engine)
     after = pipeline_counters(engine)
     by_reason = {
         reason: int(count - before["by_reason"].get(reason, 0.0))

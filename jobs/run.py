@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Callable
 from typing import Any, Literal
 
 import faust
 from sqlalchemy import Engine
 
 from config.settings import Settings
-from jobs.analyzer import run_analyzer
+from jobs.analyzer import Look, run_analyzer
 from pipelines.embedded_broker import broker_url
 from pipelines.topics import ensure_topics
 from pipelines.worker import Topics, build_pipeline
@@ -24,10 +25,21 @@ ROLES: tuple[Role, ...] = ("all", "workers", "analyzer", "publisher")
 
 
 async def analyzer_and_publisher(
-    settings: Settings, bootstrap: str, engine: Engine, stop: asyncio.Event, only: Role
+    settings: Settings,
+    bootstrap: str,
+    engine: Engine,
+    stop: asyncio.Event,
+    only: Role,
+    on_alerts: Callable[[Look], None] | None = None,
 ) -> None:
     """The analyzer wakes the publisher as soon as a look writes alerts."""
     wake = asyncio.Event()
+
+    def alerted(look: Look) -> None:
+        wake.set()
+        if on_alerts is not None:
+            on_alerts(look)
+
     jobs = []
     publisher = None
     if only in ("all", "publisher"):
@@ -42,7 +54,7 @@ async def analyzer_and_publisher(
                 settings.tau,
                 settings.analysis_interval_seconds,
                 stop,
-                on_alerts=lambda _look: wake.set(),
+                on_alerts=alerted,
             )
         )
     try:

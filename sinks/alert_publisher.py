@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -45,8 +46,9 @@ class AlertPublisher:
         await consumer.start()
         try:
             partitions = sorted(consumer.assignment())
-            if partitions:
-                found = await _scan(consumer, partitions, start, pending)
+            for partition, offset, alert in await _scan(consumer, partitions, start):
+                if alert.get("alert_id") in pending:
+                    found[alert["alert_id"]] = (partition, offset)
         finally:
             await consumer.stop()
         now = datetime.now(UTC)
@@ -100,27 +102,37 @@ class AlertPublisher:
 
 
 async def _scan(
-    consumer: AIOKafkaConsumer,
-    partitions: list[TopicPartition],
-    start: dict[int, int],
-    wanted: set[str],
-) -> dict[str, tuple[int, int]]:
+    consumer: AIOKafkaConsumer, partitions: list[TopicPartition], start: dict[int, int]
+) -> list[tuple[int, int, dict[str, Any]]]:
+    """(partition, offset, alert) of every record after ``start`` up to the end offsets."""
     ends = await consumer.end_offsets(partitions)
     for tp in partitions:
         if tp.partition in start:
             consumer.seek(tp, start[tp.partition] + 1)
         else:
             await consumer.seek_to_beginning(tp)
-    found: dict[str, tuple[int, int]] = {}
+    found: list[tuple[int, int, dict[str, Any]]] = []
     remaining = {tp for tp in partitions if await consumer.position(tp) < ends[tp]}
     idle = 0
     while remaining and idle < 3:  # some brokers (Tansu) report end offsets past the last record
         batches = await consumer.getmany(*remaining, timeout_ms=1000)
         idle = 0 if batches else idle + 1
         for tp, records in batches.items():
-            for record in records:
-                alert_id = orjson.loads(record.value or b"{}").get("alert_id")
-                if alert_id in wanted:
-                    found[alert_id] = (tp.partition, record.offset)
+            found.extend((tp.partition, r.offset, orjson.loads(r.value or b"{}")) for r in records)
         remaining = {tp for tp in remaining if await consumer.position(tp) < ends[tp]}
     return found
+
+
+async def read_alerts(bootstrap: str, topic: str) -> list[dict[str, Any]]:
+    """Every alert on the topic, oldest first (what safety automation consumes)."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        partitions = sorted(consumer.assignment())
+        if not partitions:
+            return []
+        return [alert for _, _, alert in await _scan(consumer, partitions, {})]
+    finally:
+        await consumer.stop()

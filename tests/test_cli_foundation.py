@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -48,7 +49,14 @@ def test_demo_runs_the_three_experiments(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     assert "checkout-lift: significant" in result.stdout
     assert "aa-test: not significant" in result.stdout
-    assert "guardrail errors (treatment): breached" in result.stdout
+    assert "guardrail errors (treatment): breached, action taken: rollback" in result.stdout
+    assert re.search(r"flag banner ROLLED BACK [\d.]+s after the first event", result.stdout)
+    assert "alerts consumed from the topic: 1" in result.stdout
+    assert '"kind": "guardrail_breach"' in result.stdout
+    assert '"experiment": "risky-banner"' in result.stdout
+    listed = run("alerts", "--json", env=env)
+    [alert] = json.loads(listed.stdout)
+    assert (alert["flag"], alert["action_taken"]) == ("banner", "rollback")
     users = [int(u) for u in re.findall(r"users: (\d+)", result.stdout)]
     assert users == [20_000, 20_000, 20_000]
     # per-arm user counts add up to the users simulated

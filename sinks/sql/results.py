@@ -5,14 +5,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.orm import Session
 
 from sinks.sql.models import (
+    AlertOutboxRow,
+    AlertRow,
+    AuditRow,
     FlagRow,
     GuardrailStateRow,
     LatestResultRow,
     ResultHistoryRow,
+    SrmStateRow,
 )
 
 ComparisonKey = tuple[str, str, str]  # experiment, metric, variant
@@ -65,3 +69,25 @@ def flag_rolled_back(engine: Engine, key: str) -> bool:
     with Session(engine) as session:
         flag = session.get(FlagRow, key)
         return flag is not None and flag.rolled_back_at is not None
+
+
+def rolled_back_flags(engine: Engine) -> dict[str, datetime]:
+    query = select(FlagRow.key, FlagRow.rolled_back_at).where(FlagRow.rolled_back_at.is_not(None))
+    with engine.connect() as conn:
+        return {key: at for key, at in conn.execute(query) if at is not None}
+
+
+def reset_analysis_state(engine: Engine) -> None:
+    """Forget looks, alerts, audit and rollbacks: for the demo's sandbox database only."""
+    with engine.begin() as conn:
+        for table in (
+            AlertOutboxRow,
+            AlertRow,
+            AuditRow,
+            ResultHistoryRow,
+            LatestResultRow,
+            GuardrailStateRow,
+            SrmStateRow,
+        ):
+            conn.execute(delete(table))
+        conn.execute(update(FlagRow).values(rolled_back_at=None, rollback_reason=None))
