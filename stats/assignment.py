@@ -15,13 +15,34 @@ FNV_PRIME = 0x01000193
 WEIGHT_TOLERANCE = 0.01
 
 
+def _utf16_units(text: str) -> npt.NDArray[np.uint16]:
+    """JavaScript's ``charCodeAt`` sequence: UTF-16 code units (surrogate pairs outside the BMP)."""
+    return np.frombuffer(text.encode("utf-16-le", "surrogatepass"), dtype=np.uint16)
+
+
 def fnv1a32(text: str) -> int:
-    """32-bit FNV-1a over Unicode code points, as GrowthBook hashes (``charCodeAt`` per char)."""
+    """32-bit FNV-1a over UTF-16 code units, as GrowthBook's SDKs hash (``charCodeAt``)."""
     value = FNV_OFFSET
-    for char in text:
-        value ^= ord(char)
+    for unit in _utf16_units(text).tolist() if not text.isascii() else map(ord, text):
+        value ^= unit
         value = (value * FNV_PRIME) & 0xFFFFFFFF
     return value
+
+
+def fnv1a32_many(texts: Sequence[str]) -> npt.NDArray[np.uint64]:
+    """:func:`fnv1a32` of many strings at once: one numpy step per character position."""
+    units = [_utf16_units(text) for text in texts]
+    lengths = np.array([u.size for u in units], dtype=np.int64)
+    width = int(lengths.max()) if units else 0
+    codes = np.zeros((len(units), width), dtype=np.uint64)
+    if width:
+        mask = np.arange(width)[None, :] < lengths[:, None]
+        codes[mask] = np.concatenate(units).astype(np.uint64)
+    values = np.full(len(units), FNV_OFFSET, dtype=np.uint64)
+    for position in range(width):
+        mixed = ((values ^ codes[:, position]) * np.uint64(FNV_PRIME)) & np.uint64(0xFFFFFFFF)
+        values = np.where(position < lengths, mixed, values)
+    return values
 
 
 def hash_unit(seed: str, user_id: str, version: int) -> float | None:
@@ -31,6 +52,17 @@ def hash_unit(seed: str, user_id: str, version: int) -> float | None:
     if version == 1:
         return fnv1a32(user_id + seed) % 1000 / 1000
     return None
+
+
+def hash_units(seed: str, user_ids: Sequence[str], version: int) -> npt.NDArray[np.float64]:
+    """:func:`hash_unit` for many users (NaN for an unknown hash version)."""
+    if version == 2:
+        inner = fnv1a32_many([seed + user_id for user_id in user_ids])
+        outer = fnv1a32_many([str(int(value)) for value in inner])
+        return (outer % 10000).astype(np.float64) / 10000
+    if version == 1:
+        return (fnv1a32_many([u + seed for u in user_ids]) % 1000).astype(np.float64) / 1000
+    return np.full(len(user_ids), np.nan)
 
 
 def bucket_ranges(
@@ -80,9 +112,7 @@ def assign_many(
     hash_version: int = 2,
 ) -> npt.NDArray[np.int64]:
     """Variant indices for many users at once (-1: not in the experiment)."""
-    units = np.array(
-        [hash_unit(seed, user_id, hash_version) for user_id in user_ids], dtype=np.float64
-    )
+    units = hash_units(seed, user_ids, hash_version)
     ranges = np.array(bucket_ranges(len(weights), coverage, weights), dtype=np.float64)
     inside = (units[:, None] >= ranges[None, :, 0]) & (units[:, None] < ranges[None, :, 1])
     return np.where(inside.any(axis=1), inside.argmax(axis=1), -1).astype(np.int64)
