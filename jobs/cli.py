@@ -260,6 +260,53 @@ def render_alert(alert: dict[str, Any]) -> str:
     )
 
 
+@app.command("api")
+def api_command(
+    host: str = typer.Option("127.0.0.1", help="Interface to bind."),
+    port: int = typer.Option(8000, min=1, max=65535, help="Port to bind."),
+) -> None:
+    """The HTTP API (uvicorn); OpenAPI documentation at /docs."""
+    import uvicorn
+
+    from api.app import create_app
+    from pipelines.embedded_broker import broker_url
+    from sinks.sql.migrate import upgrade_to_head
+    from sinks.sql.store import make_engine
+
+    settings = settings_or_exit()
+    upgrade_to_head(settings.database_url)
+    engine = make_engine(settings.database_url)
+    with broker_url(settings.kafka_url) as bootstrap:
+        uvicorn.run(
+            create_app(settings, engine, bootstrap), host=host, port=port, log_level="warning"
+        )
+
+
+keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("create")
+def keys_create(
+    role: str = typer.Option(..., help="sdk, viewer, analyst, developer or admin."),
+    name: str = typer.Option("", help="What the key is for."),
+) -> None:
+    """A new API key, printed once on its own last line (only its hash is stored)."""
+    from sinks.sql.keys import ROLES, create_api_key
+    from sinks.sql.migrate import upgrade_to_head
+    from sinks.sql.store import make_engine
+
+    if role not in ROLES:
+        fail(f"--role: {role!r} is not one of {', '.join(ROLES)}")
+    settings = settings_or_exit()
+    upgrade_to_head(settings.database_url)
+    engine = make_engine(settings.database_url)
+    token = create_api_key(engine, role, name)
+    engine.dispose()
+    err_console.print(f"created a {role} key; it is shown once:")
+    sys.stdout.write(token + "\n")
+
+
 def _embedded_flavor(settings: Settings) -> Settings:
     """The embedded broker is Tansu: at-least-once, with its end-offset workaround."""
     if settings.kafka_url:

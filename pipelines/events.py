@@ -58,7 +58,9 @@ class CatalogIndex:
         )
 
 
-class _Invalid(Exception):
+class InvalidEvent(Exception):
+    """An event refused with a dead-letter reason and a detail naming the field."""
+
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(reason)
         self.reason = reason
@@ -67,19 +69,19 @@ class _Invalid(Exception):
 
 def _string(obj: dict[str, Any], name: str) -> str:
     if name not in obj:
-        raise _Invalid(f"missing_field:{name}", f"{name} is required")
+        raise InvalidEvent(f"missing_field:{name}", f"{name} is required")
     value = obj[name]
     if not isinstance(value, str) or not value:
-        raise _Invalid(f"bad_type:{name}", f"{name} must be a non-empty string")
+        raise InvalidEvent(f"bad_type:{name}", f"{name} must be a non-empty string")
     return value
 
 
 def _number(value: Any, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _Invalid(f"bad_type:{name}", f"{name} must be a number")
+        raise InvalidEvent(f"bad_type:{name}", f"{name} must be a number")
     number = float(value)
     if not math.isfinite(number):
-        raise _Invalid("non_finite_value", f"{name} is {value!r}")
+        raise InvalidEvent("non_finite_value", f"{name} is {value!r}")
     return number
 
 
@@ -89,24 +91,24 @@ def parse_timestamp(value: Any) -> float:
         try:
             moment = datetime.fromisoformat(value)
         except ValueError:
-            raise _Invalid("bad_type:ts", f"ts {value[:40]!r} is not RFC 3339") from None
+            raise InvalidEvent("bad_type:ts", f"ts {value[:40]!r} is not RFC 3339") from None
         if moment.tzinfo is None:
-            raise _Invalid("bad_type:ts", "ts needs a UTC offset (RFC 3339)")
+            raise InvalidEvent("bad_type:ts", "ts needs a UTC offset (RFC 3339)")
         return moment.timestamp()
     return _number(value, "ts")
 
 
 def validate_event(obj: Any, index: CatalogIndex) -> Event:
     if not isinstance(obj, dict):
-        raise _Invalid("bad_type:event", "an event must be a JSON object")
+        raise InvalidEvent("bad_type:event", "an event must be a JSON object")
     kind = obj.get("type")
     if kind not in ("exposure", "metric"):
         if "type" not in obj:
-            raise _Invalid("missing_field:type", "type is required")
-        raise _Invalid("unknown_type", f"type {str(kind)[:40]!r} is not exposure or metric")
+            raise InvalidEvent("missing_field:type", "type is required")
+        raise InvalidEvent("unknown_type", f"type {str(kind)[:40]!r} is not exposure or metric")
     event_id = _string(obj, "event_id")
     if "ts" not in obj:
-        raise _Invalid("missing_field:ts", "ts is required")
+        raise InvalidEvent("missing_field:ts", "ts is required")
     ts = parse_timestamp(obj["ts"])
     user_id = _string(obj, "user_id")
     if kind == "exposure":
@@ -114,19 +116,21 @@ def validate_event(obj: Any, index: CatalogIndex) -> Event:
         variant = _string(obj, "variant")
         variants = index.variants.get(experiment)
         if variants is None:
-            raise _Invalid("unknown_experiment", f"experiment {experiment[:80]!r}")
+            raise InvalidEvent("unknown_experiment", f"experiment {experiment[:80]!r}")
         if variant not in variants:
-            raise _Invalid("unknown_variant", f"variant {variant[:80]!r} of {experiment[:80]!r}")
+            raise InvalidEvent(
+                "unknown_variant", f"variant {variant[:80]!r} of {experiment[:80]!r}"
+            )
         return Exposure(event_id, ts, user_id, experiment, variant)
     metric = _string(obj, "metric")
     metric_kind = index.metric_kinds.get(metric)
     if metric_kind is None:
         detail = "ratio metrics are derived" if metric in index.ratio_metrics else ""
-        raise _Invalid("unknown_metric", f"metric {metric[:80]!r} {detail}".strip())
+        raise InvalidEvent("unknown_metric", f"metric {metric[:80]!r} {detail}".strip())
     if "value" in obj:
         value = _number(obj["value"], "value")
     elif metric_kind == "sum":
-        raise _Invalid("missing_field:value", "a sum metric event needs a value")
+        raise InvalidEvent("missing_field:value", "a sum metric event needs a value")
     else:
         value = 1.0  # count and conversion events may omit the value
     return MetricEvent(event_id, ts, user_id, metric, value)
@@ -141,7 +145,7 @@ def _loads(raw: bytes) -> Any:
     try:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise _Invalid("malformed_json", str(exc)[:200]) from None
+        raise InvalidEvent("malformed_json", str(exc)[:200]) from None
 
 
 @dataclass
@@ -160,7 +164,7 @@ def decode_message(raw: bytes, index: CatalogIndex) -> Decoded:
         return decoded
     try:
         payload = _loads(raw)
-    except _Invalid as invalid:
+    except InvalidEvent as invalid:
         decoded.rejections.append(Rejection(invalid.reason, invalid.detail, raw))
         return decoded
     if isinstance(payload, list):
@@ -175,7 +179,7 @@ def decode_message(raw: bytes, index: CatalogIndex) -> Decoded:
     for item in items:
         try:
             decoded.events.append(validate_event(item, index))
-        except _Invalid as invalid:
+        except InvalidEvent as invalid:
             # An envelope's bad member is dead-lettered alone, as JSON text (NaN kept as NaN).
             item_raw = raw if item is payload else json.dumps(item).encode()
             decoded.rejections.append(Rejection(invalid.reason, invalid.detail, item_raw))

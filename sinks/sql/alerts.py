@@ -73,3 +73,8 @@ def sent_high_water(engine: Engine) -> dict[int, int]:
     )
     with engine.connect() as conn:
         return {int(p or 0): int(o or 0) for p, o in conn.execute(query)}
+
+
+def count_alerts(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(AlertRow)).scalar() or 0)

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from sinks.sql.models import AuditRow, FlagRow
+
+
+def as_utc(moment: datetime) -> datetime:
+    """SQLite hands back naive datetimes; everything here is written in UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def audit(
@@ -83,3 +89,24 @@ def restore_flag(session: Session, key: str, *, actor: str, at: datetime) -> boo
         after=flag_state(flag),
     )
     return True
+
+
+def list_audit(engine: Engine, since: datetime | None = None) -> list[dict[str, Any]]:
+    """Audit rows, newest first."""
+    query = select(AuditRow).order_by(AuditRow.at.desc(), AuditRow.id.desc())
+    if since is not None:
+        query = query.where(AuditRow.at >= since)
+    with Session(engine) as session:
+        return [
+            {
+                "id": row.id,
+                "at": as_utc(row.at).isoformat(),
+                "actor": row.actor,
+                "action": row.action,
+                "entity_type": row.entity_type,
+                "entity_key": row.entity_key,
+                "before": row.before,
+                "after": row.after,
+            }
+            for row in session.scalars(query)
+        ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, delete, select, update
+from sqlalchemy import Engine, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from sinks.sql.models import (
@@ -91,3 +91,39 @@ def reset_analysis_state(engine: Engine) -> None:
         ):
             conn.execute(delete(table))
         conn.execute(update(FlagRow).values(rolled_back_at=None, rollback_reason=None))
+
+
+def srm_state(engine: Engine, experiment: str) -> dict[str, Any] | None:
+    with Session(engine) as session:
+        row = session.get(SrmStateRow, experiment)
+        if row is None:
+            return None
+        return {"p_value": row.p_value, "mismatch": row.mismatch}
+
+
+def guardrail_states(engine: Engine, experiment: str) -> list[dict[str, Any]]:
+    query = (
+        select(GuardrailStateRow)
+        .where(GuardrailStateRow.experiment == experiment)
+        .order_by(GuardrailStateRow.metric, GuardrailStateRow.variant)
+    )
+    with Session(engine) as session:
+        return [
+            {
+                "metric": row.metric,
+                "variant": row.variant,
+                "status": row.status,
+                "action_taken": row.action_taken,
+                "breached_at": row.breached_at.isoformat() if row.breached_at else None,
+                "alert_id": row.alert_id,
+            }
+            for row in session.scalars(query)
+        ]
+
+
+def last_look(engine: Engine, experiment: str) -> datetime | None:
+    query = select(func.max(LatestResultRow.looked_at)).where(
+        LatestResultRow.experiment == experiment
+    )
+    with engine.connect() as conn:
+        return conn.execute(query).scalar()

@@ -60,41 +60,46 @@ def _insert(engine: Engine, table: Any) -> Any:
 def save_catalog(engine: Engine, catalog: Catalog) -> None:
     """Upsert the whole catalog in one transaction: nothing is half-loaded."""
     with Session(engine) as session, session.begin():
-        for metric in catalog.metrics:
-            session.merge(MetricRow(**metric.model_dump()))
-        for flag in catalog.flags:
-            existing = session.get(FlagRow, flag.key)
-            if existing is None:
-                session.add(FlagRow(**flag.model_dump()))
-            else:  # keep a rollback in force: only a person restores a flag
-                existing.enabled, existing.rollout = flag.enabled, flag.rollout
-        for experiment in catalog.experiments:
-            session.merge(
-                ExperimentRow(
-                    key=experiment.key,
-                    flag=experiment.flag,
-                    seed=experiment.seed,
-                    hash_version=experiment.hash_version,
-                    coverage=experiment.coverage,
-                    control=experiment.control,
-                    metrics=list(experiment.metrics),
-                    status=experiment.status,
+        write_catalog(session, catalog)
+
+
+def write_catalog(session: Session, catalog: Catalog) -> None:
+    """Upsert every metric, flag and experiment of ``catalog`` in the caller's transaction."""
+    for metric in catalog.metrics:
+        session.merge(MetricRow(**metric.model_dump()))
+    for flag in catalog.flags:
+        existing = session.get(FlagRow, flag.key)
+        if existing is None:
+            session.add(FlagRow(**flag.model_dump()))
+        else:  # keep a rollback in force: only a person restores a flag
+            existing.enabled, existing.rollout = flag.enabled, flag.rollout
+    for experiment in catalog.experiments:
+        session.merge(
+            ExperimentRow(
+                key=experiment.key,
+                flag=experiment.flag,
+                seed=experiment.seed,
+                hash_version=experiment.hash_version,
+                coverage=experiment.coverage,
+                control=experiment.control,
+                metrics=list(experiment.metrics),
+                status=experiment.status,
+            )
+        )
+        session.execute(delete(VariantRow).where(VariantRow.experiment == experiment.key))
+        session.execute(delete(GuardrailRow).where(GuardrailRow.experiment == experiment.key))
+        session.flush()
+        for position, variant in enumerate(experiment.variants):
+            session.add(
+                VariantRow(
+                    experiment=experiment.key,
+                    key=variant.key,
+                    weight=variant.weight,
+                    position=position,
                 )
             )
-            session.execute(delete(VariantRow).where(VariantRow.experiment == experiment.key))
-            session.execute(delete(GuardrailRow).where(GuardrailRow.experiment == experiment.key))
-            session.flush()
-            for position, variant in enumerate(experiment.variants):
-                session.add(
-                    VariantRow(
-                        experiment=experiment.key,
-                        key=variant.key,
-                        weight=variant.weight,
-                        position=position,
-                    )
-                )
-            for guardrail in experiment.guardrails:
-                session.add(GuardrailRow(experiment=experiment.key, **guardrail.model_dump()))
+        for guardrail in experiment.guardrails:
+            session.add(GuardrailRow(experiment=experiment.key, **guardrail.model_dump()))
 
 
 def load_catalog(engine: Engine) -> Catalog:

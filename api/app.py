@@ -1,0 +1,59 @@
+"""The FastAPI application: thin routers, auth as dependencies, schemas apart from tables."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import Engine
+
+from api.metrics import MetricsAndLimits, store_families
+from api.routers import assignments, catalog, events, ops, reports
+from api.state import ApiState
+from config.settings import Settings
+from pipelines.events import MAX_ENVELOPE_BYTES
+from sinks.sql.alerts import count_alerts
+from sinks.sql.results import rolled_back_flags
+from sinks.sql.store import counter_totals
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings, engine: Engine, bootstrap: str) -> FastAPI:
+    state = ApiState(settings=settings, engine=engine, bootstrap=bootstrap)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await state.close()
+
+    app = FastAPI(
+        title="xpstream",
+        version="0.1.0",
+        summary="Assignments, event ingest, experiments, flags, reports and alerts.",
+        lifespan=lifespan,
+    )
+    app.state.xp = state
+    for module in (assignments, events, catalog, reports, ops):
+        app.include_router(module.router)
+
+    def collect() -> list[Any]:
+        return store_families(
+            len(rolled_back_flags(engine)),
+            counter_totals(engine, "dead_lettered"),
+            count_alerts(engine),
+        )
+
+    state.metrics.add_store_collector(collect)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": "internal error"}, status_code=500)
+
+    app.add_middleware(MetricsAndLimits, metrics=state.metrics, max_body=MAX_ENVELOPE_BYTES)
+    return app

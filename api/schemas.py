@@ -1,0 +1,102 @@
+"""Request and response bodies of the HTTP API (the catalog's own models serve as bodies too)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+UserId = Field(min_length=1, max_length=256)
+
+
+class Assignment(BaseModel):
+    experiment: str
+    in_experiment: bool
+    variant: str
+    hash_version: int
+    # assigned | not_in_coverage | not_running | flag_rolled_back | flag_disabled
+    reason: str
+
+
+class UserAssignments(BaseModel):
+    user_id: str
+    assignments: list[Assignment]
+
+
+class BatchAssignmentsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user_ids: list[str] = Field(min_length=1, max_length=1000)
+    experiment: str | None = None
+
+
+class BatchAssignmentsOut(BaseModel):
+    assignments: list[UserAssignments]
+
+
+class EventsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[Any] = Field(min_length=1, max_length=1000)
+
+
+class RejectedEvent(BaseModel):
+    index: int
+    reason: str
+    detail: str
+
+
+class EventsOut(BaseModel):
+    accepted: int
+    rejected: int
+    rejections: list[RejectedEvent]
+
+
+class FlagOut(BaseModel):
+    key: str
+    enabled: bool
+    rollout: float
+    rolled_back: bool
+    rolled_back_at: str | None
+    rollback_reason: str | None
+
+
+class RollbackIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(default="rolled back by hand", min_length=1, max_length=1000)
+
+
+class KeyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["sdk", "viewer", "analyst", "developer", "admin"]
+    name: str = Field(default="", max_length=128)
+
+
+class KeyOut(BaseModel):
+    key_id: str
+    role: str
+    name: str
+    token: str  # shown once
+
+
+class Report(BaseModel):
+    experiment: str
+    status: str
+    looked_at: str | None
+    results: list[dict[str, Any]]
+    srm: dict[str, Any] | None
+    guardrails: list[dict[str, Any]]
+    flag: FlagOut | None
+    counters: dict[str, int]
+
+
+class WindowPoint(BaseModel):
+    variant: str
+    metric: str
+    window_start: int
+    n: float
+    mean: float | None
+    variance: float | None
+    sums: dict[str, float]

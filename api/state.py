@@ -1,0 +1,99 @@
+"""What the API keeps per process: the engine, a short-lived catalog snapshot, the producer."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from api.auth import KeyCache
+from api.metrics import ApiMetrics
+from config.catalog import Catalog, Experiment
+from config.settings import Settings
+from pipelines.events import CatalogIndex
+from sinks.sql.models import FlagRow
+from sinks.sql.store import load_catalog
+
+CATALOG_SECONDS = 1.0  # a rollback by the analyzer (another process) reaches assignments this fast
+
+
+class BrokerUnavailableError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class CatalogSnapshot:
+    catalog: Catalog
+    index: CatalogIndex
+    running: tuple[Experiment, ...]
+    serving_control: dict[str, str]  # flag → why it serves control to everyone
+    taken_at: float
+
+    @classmethod
+    def read(cls, engine: Engine) -> CatalogSnapshot:
+        catalog = load_catalog(engine)
+        with Session(engine) as session:
+            flags = session.execute(
+                select(FlagRow.key, FlagRow.enabled, FlagRow.rolled_back_at)
+            ).all()
+        return cls(
+            catalog=catalog,
+            index=CatalogIndex.of(catalog),
+            running=tuple(e for e in catalog.experiments if e.status == "running"),
+            serving_control={
+                key: "flag_rolled_back" if back is not None else "flag_disabled"
+                for key, on, back in flags
+                if not on or back is not None
+            },
+            taken_at=time.monotonic(),
+        )
+
+
+@dataclass
+class ApiState:
+    settings: Settings
+    engine: Engine
+    bootstrap: str
+    keys: KeyCache = field(default_factory=KeyCache)
+    metrics: ApiMetrics = field(default_factory=ApiMetrics)
+    _snapshot: CatalogSnapshot | None = None
+    _producer: AIOKafkaProducer | None = None
+    _producer_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def catalog(self) -> CatalogSnapshot:
+        snapshot = self._snapshot
+        if snapshot is None or time.monotonic() - snapshot.taken_at > CATALOG_SECONDS:
+            snapshot = self._snapshot = CatalogSnapshot.read(self.engine)
+        return snapshot
+
+    def catalog_changed(self) -> None:
+        self._snapshot = None
+
+    async def producer(self) -> AIOKafkaProducer:
+        """The producer, started on first use; BrokerUnavailableError when it cannot connect."""
+        async with self._producer_lock:
+            if self._producer is None:
+                producer = AIOKafkaProducer(
+                    bootstrap_servers=self.bootstrap,
+                    acks="all",
+                    linger_ms=2,
+                    max_request_size=4 * 1024 * 1024,
+                    request_timeout_ms=5000,
+                )
+                try:
+                    await asyncio.wait_for(producer.start(), 5)
+                except (KafkaError, OSError, TimeoutError) as exc:
+                    await producer.stop()
+                    raise BrokerUnavailableError(str(exc) or type(exc).__name__) from exc
+                self._producer = producer
+            return self._producer
+
+    async def close(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None

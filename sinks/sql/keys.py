@@ -1,0 +1,63 @@
+"""API keys: ``xps_<key_id>_<secret>``, stored as a SHA-256 (keys are random, so a fast hash is
+enough) and compared in constant time."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from sinks.sql.models import ApiKeyRow
+
+ROLES = ("sdk", "viewer", "analyst", "developer", "admin")
+PREFIX = "xps_"
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_api_key(engine: Engine, role: str, name: str) -> str:
+    """A new key of ``role``; the returned token is the only copy of the secret."""
+    if role not in ROLES:
+        raise ValueError(f"role {role!r} is not one of {', '.join(ROLES)}")
+    key_id = secrets.token_hex(6)
+    token = f"{PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
+    with Session(engine) as session, session.begin():
+        session.add(
+            ApiKeyRow(
+                key_id=key_id,
+                name=name,
+                role=role,
+                secret_sha256=_digest(token),
+                created_at=datetime.now(UTC),
+            )
+        )
+    return token
+
+
+def resolve_api_key(engine: Engine, token: str) -> tuple[str, str] | None:
+    """(key_id, role) of a valid, unrevoked key; None otherwise."""
+    parts = token.removeprefix(PREFIX).split("_", 1)
+    if not token.startswith(PREFIX) or len(parts) != 2:
+        return None
+    with Session(engine) as session:
+        row = session.get(ApiKeyRow, parts[0])
+        expected = row.secret_sha256 if row is not None else _digest("")
+        matches = hmac.compare_digest(_digest(token), expected)
+        if row is None or not matches or row.revoked_at is not None:
+            return None
+        return row.key_id, row.role
+
+
+def revoke_api_key(engine: Engine, key_id: str) -> bool:
+    with Session(engine) as session, session.begin():
+        row = session.get(ApiKeyRow, key_id)
+        if row is None or row.revoked_at is not None:
+            return False
+        row.revoked_at = datetime.now(UTC)
+        return True

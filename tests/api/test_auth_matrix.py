@@ -1,0 +1,99 @@
+"""Every endpoint × every role: 401 without a valid key, 403 for a role without the permission,
+2xx otherwise."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.auth import PERMISSIONS
+from sinks.sql.keys import ROLES
+from tests.api.conftest import auth
+
+counter = itertools.count()
+
+
+def new_experiment() -> dict[str, Any]:
+    key = f"exp-{next(counter)}"
+    return {
+        "key": key,
+        "control": "a",
+        "variants": [{"key": "a", "weight": 0.5}, {"key": "b", "weight": 0.5}],
+        "metrics": ["revenue"],
+    }
+
+
+# (method, path, body or a function making one, permission)
+ENDPOINTS: list[tuple[str, str, Any, str]] = [
+    ("GET", "/v1/assignments?user_id=u1", None, "assign"),
+    ("POST", "/v1/assignments/batch", {"user_ids": ["u1", "u2"]}, "assign"),
+    ("POST", "/v1/events", {"events": [{"type": "nonsense"}]}, "ingest"),
+    ("GET", "/v1/experiments", None, "read"),
+    ("GET", "/v1/experiments/checkout", None, "read"),
+    ("GET", "/v1/experiments/checkout/report", None, "read"),
+    ("GET", "/v1/alerts", None, "read"),
+    ("GET", "/v1/flags", None, "read"),
+    ("GET", "/v1/flags/banner", None, "read"),
+    ("GET", "/v1/experiments/checkout/timeseries", None, "analyse"),
+    ("GET", "/v1/audit", None, "analyse"),
+    ("POST", "/v1/experiments", new_experiment, "write"),
+    ("PUT", "/v1/experiments/checkout", lambda: CHECKOUT, "write"),
+    ("POST", "/v1/experiments/banner-test/stop", None, "write"),
+    ("POST", "/v1/flags", lambda: {"key": f"flag-{next(counter)}"}, "write"),
+    ("PUT", "/v1/flags/banner", {"key": "banner", "enabled": True, "rollout": 0.5}, "write"),
+    ("POST", "/v1/flags/banner/rollback", {"reason": "test"}, "admin"),
+    ("POST", "/v1/flags/banner/restore", None, "admin"),
+    ("POST", "/v1/keys", {"role": "viewer", "name": "made by admin"}, "admin"),
+]
+CHECKOUT = {
+    "key": "checkout",
+    "flag": "new-checkout",
+    "control": "control",
+    "variants": [{"key": "control", "weight": 0.5}, {"key": "treatment", "weight": 0.5}],
+    "metrics": ["revenue", "purchase"],
+}
+
+
+def call(client: TestClient, method: str, path: str, body: Any, headers: dict[str, str]) -> int:
+    payload = body() if callable(body) else body
+    return client.request(method, path, json=payload, headers=headers).status_code
+
+
+@pytest.mark.parametrize(("method", "path", "body", "permission"), ENDPOINTS)
+def test_endpoint_by_role(
+    client: TestClient,
+    keys: dict[str, str],
+    method: str,
+    path: str,
+    body: Any,
+    permission: str,
+) -> None:
+    assert call(client, method, path, body, {}) == 401
+    assert call(client, method, path, body, auth("xps_nothere_secret")) == 401
+    assert call(client, method, path, body, auth(keys["viewer"] + "x")) == 401
+    for role in ROLES:
+        status = call(client, method, path, body, auth(keys[role]))
+        if permission in PERMISSIONS[role]:
+            assert 200 <= status < 300, (role, method, path, status)
+        else:
+            assert status == 403, (role, method, path, status)
+
+
+def test_health_ready_metrics_need_no_key(client: TestClient) -> None:
+    assert client.get("/health").json() == {"status": "ok"}
+    ready = client.get("/ready")  # no broker behind this client
+    assert ready.status_code == 503 and ready.json()["database"] == "ok"
+    assert ready.json()["broker"] != "ok"
+    assert "xpstream_http_requests_total" in client.get("/metrics").text
+
+
+def test_revoked_key_is_refused(client: TestClient, keys: dict[str, str]) -> None:
+    made = client.post("/v1/keys", json={"role": "viewer"}, headers=auth(keys["admin"])).json()
+    assert client.get("/v1/flags", headers=auth(made["token"])).status_code == 200
+    gone = client.delete(f"/v1/keys/{made['key_id']}", headers=auth(keys["admin"]))
+    assert gone.status_code == 204
+    client.app.state.xp.keys = type(client.app.state.xp.keys)()  # skip the 5 s key cache
+    assert client.get("/v1/flags", headers=auth(made["token"])).status_code == 401
