@@ -8,9 +8,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 
+from api.auth import SECURITY_SCHEME
 from api.metrics import MetricsAndLimits, store_families
 from api.routers import assignments, catalog, events, ops, reports
 from api.state import ApiState
@@ -56,4 +58,20 @@ def create_app(settings: Settings, engine: Engine, bootstrap: str) -> FastAPI:
         return JSONResponse({"detail": "internal error"}, status_code=500)
 
     app.add_middleware(MetricsAndLimits, metrics=state.metrics, max_body=MAX_ENVELOPE_BYTES)
+
+    def openapi() -> dict[str, Any]:
+        """The generated schema plus the bearer-key scheme on every /v1 operation."""
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title, version=app.version, summary=app.summary, routes=app.routes
+            )
+            schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEME
+            for path, operations in schema["paths"].items():
+                if path.startswith("/v1/"):
+                    for operation in operations.values():
+                        operation["security"] = [{"bearer": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

@@ -5,10 +5,9 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Literal
 
-from fastapi import Depends, HTTPException, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import HTTPException, Request
 
 from sinks.sql.keys import resolve_api_key
 
@@ -23,7 +22,13 @@ PERMISSIONS: dict[str, frozenset[str]] = {
 }
 KEY_CACHE_SECONDS = 5.0  # how long a revoked key may still be accepted by a running API
 
-bearer = HTTPBearer(auto_error=False, description="An API key: `xpstream keys create --role …`")
+SECURITY_SCHEME = {
+    "bearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "An API key: `xpstream keys create --role …`",
+    }
+}
 
 
 @dataclass(frozen=True)
@@ -55,25 +60,29 @@ class KeyCache:
         return caller
 
 
-def requires(permission: Permission) -> Callable[..., Awaitable[Caller]]:
-    async def dependency(
-        request: Request,
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    ) -> Caller:
-        if credentials is None or credentials.scheme.lower() != "bearer":
-            raise HTTPException(
-                401,
-                "missing API key: send Authorization: Bearer <key>",
-                {"WWW-Authenticate": "Bearer"},
-            )
-        state = request.app.state.xp
-        caller = state.keys.get(
-            credentials.credentials, lambda token: resolve_api_key(state.engine, token)
+def authorize(request: Request, permission: Permission) -> Caller:
+    """The caller behind the request's bearer key, if its role has ``permission``.
+
+    Reads the header itself rather than through fastapi.security's HTTPBearer (the scheme is
+    declared in the OpenAPI document by api.app)."""
+    scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise HTTPException(
+            401, "missing API key: send Authorization: Bearer <key>", {"WWW-Authenticate": "Bearer"}
         )
-        if caller is None:
-            raise HTTPException(401, "invalid or revoked API key", {"WWW-Authenticate": "Bearer"})
-        if permission not in PERMISSIONS.get(caller.role, frozenset()):
-            raise HTTPException(403, f"role {caller.role!r} may not {permission}")
-        return caller
+    state = request.app.state.xp
+    caller = state.keys.get(token.strip(), lambda key: resolve_api_key(state.engine, key))
+    if caller is None:
+        raise HTTPException(401, "invalid or revoked API key", {"WWW-Authenticate": "Bearer"})
+    if permission not in PERMISSIONS.get(caller.role, frozenset()):
+        raise HTTPException(403, f"role {caller.role!r} may not {permission}")
+    return caller
+
+
+def requires(permission: Permission) -> Callable[..., Awaitable[Caller]]:
+    """``authorize`` as a dependency: ``Depends(requires("read"))``."""
+
+    async def dependency(request: Request) -> Caller:
+        return authorize(request, permission)
 
     return dependency

@@ -76,6 +76,7 @@ class MetricsAndLimits:
 
     def __init__(self, app: Asgi, metrics: ApiMetrics, max_body: int) -> None:
         self.app, self.metrics, self.max_body = app, metrics, max_body
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}  # labels() is slow
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -109,10 +110,16 @@ class MetricsAndLimits:
             status = 413
             await _too_large(send, self.max_body)
         finally:
-            route = scope.get("route")
-            path = getattr(route, "path", "unmatched")
-            self.metrics.requests.labels(scope["method"], path, str(status)).inc()
-            self.metrics.latency.labels(path).observe(time.perf_counter() - started)
+            path = getattr(scope.get("route"), "path", "unmatched")
+            key = (scope["method"], path, status)
+            children = self._children.get(key)
+            if children is None:
+                children = self._children[key] = (
+                    self.metrics.requests.labels(scope["method"], path, str(status)),
+                    self.metrics.latency.labels(path),
+                )
+            children[0].inc()
+            children[1].observe(time.perf_counter() - started)
 
 
 class BodyTooLargeError(Exception):

@@ -18,6 +18,7 @@ from config.settings import Settings
 from pipelines.events import CatalogIndex
 from sinks.sql.models import FlagRow
 from sinks.sql.store import load_catalog
+from stats.assignment import bucket_ranges, fnv1a32
 
 CATALOG_SECONDS = 1.0  # a rollback by the analyzer (another process) reaches assignments this fast
 
@@ -27,12 +28,24 @@ class BrokerUnavailableError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class AssignmentPlan:
+    """What assigning a user to one experiment needs, computed once per snapshot."""
+
+    experiment: Experiment
+    weights: tuple[float, ...]
+    ranges: tuple[tuple[float, float], ...]
+    held: str | None  # why everyone gets control (not running, flag rolled back/disabled)
+    seed_state: int  # FNV-1a of the hashing seed, where a version-2 hash of seed + user resumes
+
+
+@dataclass(frozen=True)
 class CatalogSnapshot:
     catalog: Catalog
     index: CatalogIndex
     running: tuple[Experiment, ...]
     serving_control: dict[str, str]  # flag → why it serves control to everyone
     taken_at: float
+    plans: dict[str, AssignmentPlan]
 
     @classmethod
     def read(cls, engine: Engine) -> CatalogSnapshot:
@@ -41,15 +54,25 @@ class CatalogSnapshot:
             flags = session.execute(
                 select(FlagRow.key, FlagRow.enabled, FlagRow.rolled_back_at)
             ).all()
+        serving_control = {
+            key: "flag_rolled_back" if back is not None else "flag_disabled"
+            for key, on, back in flags
+            if not on or back is not None
+        }
+        plans = {}
+        for e in catalog.experiments:
+            weights = tuple(v.weight for v in e.variants)
+            held = "not_running" if e.status != "running" else None
+            if held is None and e.flag is not None:
+                held = serving_control.get(e.flag)
+            ranges = tuple(bucket_ranges(len(weights), e.coverage, weights))
+            plans[e.key] = AssignmentPlan(e, weights, ranges, held, fnv1a32(e.hashing_seed))
         return cls(
             catalog=catalog,
+            plans=plans,
             index=CatalogIndex.of(catalog),
             running=tuple(e for e in catalog.experiments if e.status == "running"),
-            serving_control={
-                key: "flag_rolled_back" if back is not None else "flag_disabled"
-                for key, on, back in flags
-                if not on or back is not None
-            },
+            serving_control=serving_control,
             taken_at=time.monotonic(),
         )
 

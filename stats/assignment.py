@@ -20,10 +20,11 @@ def _utf16_units(text: str) -> npt.NDArray[np.uint16]:
     return np.frombuffer(text.encode("utf-16-le", "surrogatepass"), dtype=np.uint16)
 
 
-def fnv1a32(text: str) -> int:
-    """32-bit FNV-1a over UTF-16 code units, as GrowthBook's SDKs hash (``charCodeAt``)."""
-    value = FNV_OFFSET
-    for unit in _utf16_units(text).tolist() if not text.isascii() else map(ord, text):
+def fnv1a32(text: str, start: int = FNV_OFFSET) -> int:
+    """32-bit FNV-1a over UTF-16 code units, as GrowthBook's SDKs hash (``charCodeAt``);
+    ``start`` continues from the hash of a prefix (FNV is a left fold)."""
+    value = start
+    for unit in text.encode() if text.isascii() else _utf16_units(text).tolist():
         value ^= unit
         value = (value * FNV_PRIME) & 0xFFFFFFFF
     return value
@@ -45,10 +46,12 @@ def fnv1a32_many(texts: Sequence[str]) -> npt.NDArray[np.uint64]:
     return values
 
 
-def hash_unit(seed: str, user_id: str, version: int) -> float | None:
-    """The user's position in [0, 1) for a seed; None for an unknown hash version."""
+def hash_unit(seed: str, user_id: str, version: int, seed_state: int | None = None) -> float | None:
+    """The user's position in [0, 1) for a seed; None for an unknown hash version.
+    ``seed_state`` (``fnv1a32(seed)``) spares rehashing the seed for every user (version 2)."""
     if version == 2:
-        return fnv1a32(str(fnv1a32(seed + user_id))) % 10000 / 10000
+        inner = fnv1a32(user_id, fnv1a32(seed) if seed_state is None else seed_state)
+        return fnv1a32(str(inner)) % 10000 / 10000
     if version == 1:
         return fnv1a32(user_id + seed) % 1000 / 1000
     return None

@@ -2,72 +2,96 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+import orjson
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
 
-from api.auth import Caller, requires
-from api.schemas import Assignment, BatchAssignmentsIn, BatchAssignmentsOut, UserAssignments
-from api.state import CatalogSnapshot
-from config.catalog import Experiment
-from stats.assignment import assign, assign_many
+from api.auth import Caller, authorize, requires
+from api.schemas import BatchAssignmentsIn, BatchAssignmentsOut, UserAssignments
+from api.state import AssignmentPlan, CatalogSnapshot
+from stats.assignment import assign_many, choose_variant, hash_unit
 
 router = APIRouter(prefix="/v1", tags=["assignments"])
 
 
-def _experiments(snapshot: CatalogSnapshot, key: str | None) -> list[Experiment]:
+def _plans(snapshot: CatalogSnapshot, key: str | None) -> list[AssignmentPlan]:
     if key is None:
-        return list(snapshot.running)
-    found = [e for e in snapshot.catalog.experiments if e.key == key]
-    if not found:
+        return [snapshot.plans[e.key] for e in snapshot.running]
+    if key not in snapshot.plans:
         raise HTTPException(404, f"experiment: unknown experiment {key!r}")
-    return found
+    return [snapshot.plans[key]]
 
 
-def _held(snapshot: CatalogSnapshot, experiment: Experiment) -> str | None:
-    """Why everyone gets control, if they do."""
-    if experiment.status != "running":
-        return "not_running"
-    if experiment.flag is not None:
-        return snapshot.serving_control.get(experiment.flag)
-    return None
-
-
-def _result(experiment: Experiment, index: int, held: str | None) -> Assignment:
-    if held is None and index >= 0:
+def _result(plan: AssignmentPlan, index: int) -> dict[str, Any]:
+    experiment = plan.experiment
+    if plan.held is None and index >= 0:
         variant, reason = experiment.variants[index].key, "assigned"
     else:  # outside coverage or held back: the control experience, not in the experiment
-        variant, reason = experiment.control, held or "not_in_coverage"
-    return Assignment(
-        experiment=experiment.key,
-        in_experiment=reason == "assigned",
-        variant=variant,
-        hash_version=experiment.hash_version,
-        reason=reason,
-    )
+        variant, reason = experiment.control, plan.held or "not_in_coverage"
+    return {
+        "experiment": experiment.key,
+        "in_experiment": reason == "assigned",
+        "variant": variant,
+        "hash_version": experiment.hash_version,
+        "reason": reason,
+    }
 
 
-@router.get("/assignments", response_model=UserAssignments)
-async def get_assignments(
-    request: Request,
-    _caller: Annotated[Caller, Depends(requires("assign"))],
-    user_id: Annotated[str, Query(min_length=1, max_length=256)],
-    experiment: Annotated[str | None, Query(max_length=128)] = None,
-) -> UserAssignments:
+def _index(plan: AssignmentPlan, user_id: str) -> int:
+    if plan.held is not None:
+        return -1
+    e = plan.experiment
+    unit = hash_unit(e.hashing_seed, user_id, e.hash_version, plan.seed_state)
+    return -1 if unit is None else choose_variant(unit, plan.ranges)
+
+
+QUERY_PARAMETERS = [
+    {
+        "name": "user_id",
+        "in": "query",
+        "required": True,
+        "schema": {"type": "string", "minLength": 1, "maxLength": 256},
+    },
+    {
+        "name": "experiment",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string", "maxLength": 128},
+        "description": "Only this experiment (running or not); default: every running one.",
+    },
+]
+
+
+def _query(request: Request, name: str, max_length: int, required: bool) -> str | None:
+    """A query parameter checked by hand: FastAPI's parameter machinery costs more than the
+    assignment itself on this endpoint. Errors have FastAPI's 422 shape."""
+    value = request.query_params.get(name)
+    if value is None and not required:
+        return None
+    if value is None or not 0 < len(value) <= max_length:
+        problem = "field required" if value is None else f"must be 1 to {max_length} characters"
+        raise HTTPException(422, [{"loc": ["query", name], "msg": problem, "type": "value_error"}])
+    return value
+
+
+@router.get(
+    "/assignments",
+    response_model=UserAssignments,
+    openapi_extra={"parameters": QUERY_PARAMETERS},
+)
+async def get_assignments(request: Request) -> Response:
+    # The hottest endpoint, so no FastAPI dependencies or parameter models (together they cost
+    # more than the assignment): the same auth check called directly, plain dicts and orjson.
+    authorize(request, "assign")
+    user_id = _query(request, "user_id", 256, required=True)
+    experiment = _query(request, "experiment", 128, required=False)
+    assert user_id is not None
     snapshot = request.app.state.xp.catalog()
-    results = []
-    for e in _experiments(snapshot, experiment):
-        held = _held(snapshot, e)
-        index = (
-            -1
-            if held
-            else assign(
-                user_id, e.hashing_seed, [v.weight for v in e.variants], e.coverage, e.hash_version
-            )
-        )
-        results.append(_result(e, index, held))
-    return UserAssignments(user_id=user_id, assignments=results)
+    results = [_result(plan, _index(plan, user_id)) for plan in _plans(snapshot, experiment)]
+    body = orjson.dumps({"user_id": user_id, "assignments": results})
+    return Response(body, media_type="application/json")
 
 
 @router.post("/assignments/batch", response_model=BatchAssignmentsOut)
@@ -75,29 +99,25 @@ async def batch_assignments(
     body: BatchAssignmentsIn,
     request: Request,
     _caller: Annotated[Caller, Depends(requires("assign"))],
-) -> BatchAssignmentsOut:
+) -> Response:
     if any(not 0 < len(u) <= 256 for u in body.user_ids):
         raise HTTPException(422, "user_ids: every user id must be 1 to 256 characters")
     snapshot = request.app.state.xp.catalog()
-    per_user: list[list[Assignment]] = [[] for _ in body.user_ids]
-    for e in _experiments(snapshot, body.experiment):
-        held = _held(snapshot, e)
+    per_user: list[list[dict[str, Any]]] = [[] for _ in body.user_ids]
+    for plan in _plans(snapshot, body.experiment):
+        e = plan.experiment
         indices = (
             np.full(len(body.user_ids), -1)
-            if held
+            if plan.held
             else assign_many(
-                body.user_ids,
-                e.hashing_seed,
-                [v.weight for v in e.variants],
-                e.coverage,
-                e.hash_version,
+                body.user_ids, e.hashing_seed, plan.weights, e.coverage, e.hash_version
             )
         )
         for row, index in enumerate(indices.tolist()):
-            per_user[row].append(_result(e, index, held))
-    return BatchAssignmentsOut(
-        assignments=[
-            UserAssignments(user_id=u, assignments=a)
-            for u, a in zip(body.user_ids, per_user, strict=True)
+            per_user[row].append(_result(plan, index))
+    payload = {
+        "assignments": [
+            {"user_id": u, "assignments": a} for u, a in zip(body.user_ids, per_user, strict=True)
         ]
-    )
+    }
+    return Response(orjson.dumps(payload), media_type="application/json")
