@@ -260,6 +260,23 @@ def render_alert(alert: dict[str, Any]) -> str:
     )
 
 
+@app.command("kinesis-bridge")
+def kinesis_bridge(
+    stream: str = typer.Option("", help="Kinesis stream (default: XPSTREAM_KINESIS_STREAM)."),
+    region: str = typer.Option("", help="AWS region (default: the usual AWS chain)."),
+    lease_seconds: float = typer.Option(10.0, min=1.0, help="Shard lease length."),
+) -> None:
+    """Forward a Kinesis stream's records into the events topic, checkpointed in SQL; several
+    bridges share the shards through leases (Ctrl-C stops and releases them)."""
+    from jobs.run import run_kinesis_bridge
+
+    settings = settings_or_exit()
+    name = stream or settings.kinesis_stream
+    if not name:
+        fail("--stream: give a stream name or set XPSTREAM_KINESIS_STREAM")
+    run_kinesis_bridge(_embedded_flavor(settings), name, region or None, lease_seconds)
+
+
 @app.command("api")
 def api_command(
     host: str = typer.Option("127.0.0.1", help="Interface to bind."),

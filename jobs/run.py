@@ -9,11 +9,13 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import faust
+from aiokafka import AIOKafkaProducer
 from sqlalchemy import Engine
 
 from config.settings import Settings
 from jobs.analyzer import Look, run_analyzer
 from pipelines.embedded_broker import broker_url
+from pipelines.kinesis import KinesisBridge, kinesis_client
 from pipelines.topics import ensure_topics
 from pipelines.worker import Topics, build_pipeline
 from sinks.alert_publisher import AlertPublisher
@@ -101,3 +103,39 @@ def run(settings: Settings, only: Role) -> None:
             override_logging=False,
         )
         worker.execute_from_commandline()
+
+
+def run_kinesis_bridge(
+    settings: Settings, stream: str, region: str | None, lease_seconds: float = 10.0
+) -> None:
+    """`xpstream kinesis-bridge`: forward a Kinesis stream into the events topic until stopped."""
+    upgrade_to_head(settings.database_url)
+    engine = make_engine(settings.database_url)
+    topics = Topics.of(settings.namespace)
+
+    async def bridge(bootstrap: str) -> None:
+        await ensure_topics(bootstrap, topics.layout(settings.partitions))
+        producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_request_size=4 * 1024 * 1024
+        )
+        await producer.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            client = kinesis_client(settings.aws_endpoint_url, region)
+            await KinesisBridge(
+                client,
+                engine,
+                producer,
+                stream,
+                topics.events,
+                settings.partitions,
+                lease_seconds=lease_seconds,
+            ).run(stop)
+        finally:
+            await producer.stop()
+
+    with broker_url(settings.kafka_url) as bootstrap:
+        asyncio.run(bridge(bootstrap))

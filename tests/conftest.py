@@ -11,6 +11,7 @@ import pytest
 
 from pipelines.embedded_broker import HOST, EmbeddedBroker, free_port
 from tests.services.apache_kafka import ApacheKafka
+from tests.services.kinesalite import Kinesalite
 from tests.services.postgres import PostgresCluster
 
 # boto3 must never find real credentials or reach AWS from a test.
@@ -77,6 +78,16 @@ def kinesis_endpoint() -> Iterator[str]:
     server.start()
     try:
         yield f"http://{HOST}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def kinesalite() -> Iterator[str]:
+    """kinesalite over HTTP on loopback: stream and resharding behaviour as AWS answers it."""
+    server = Kinesalite().start()
+    try:
+        yield server.url
     finally:
         server.stop()
 

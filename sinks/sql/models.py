@@ -238,3 +238,17 @@ class ApiKeyRow(Base):
     secret_sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class KinesisShardRow(Base):
+    """A Kinesis shard's checkpoint and lease, as the Kinesis Client Library keeps them in
+    DynamoDB: one owner at a time, a lease that expires when its owner stops renewing it."""
+
+    __tablename__ = "kinesis_shards"
+
+    stream: Mapped[str] = mapped_column(String(128), primary_key=True)
+    shard_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    checkpoint: Mapped[str | None] = mapped_column(String(128))  # last forwarded sequence number
+    finished: Mapped[bool] = mapped_column(Boolean, default=False)  # read to its end (closed)
+    owner: Mapped[str | None] = mapped_column(String(128))
+    lease_expires_at: Mapped[float] = mapped_column(Float, default=0.0)  # epoch seconds

@@ -49,7 +49,7 @@ def make_engine(database_url: str) -> Engine:
     return create_engine(database_url, pool_pre_ping=True)
 
 
-def _insert(engine: Engine, table: Any) -> Any:
+def insert_for(engine: Engine, table: Any) -> Any:
     dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
     return dialect.insert(table)
 
@@ -166,7 +166,7 @@ def _upsert_newer(
     """Insert or overwrite ``values``, unless the stored row has a newer ``offset_column``."""
     if not rows:
         return
-    stmt = _insert(engine, table)
+    stmt = insert_for(engine, table)
     conn.execute(
         stmt.on_conflict_do_update(
             index_elements=list(keys),
