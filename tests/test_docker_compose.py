@@ -13,6 +13,7 @@ PROMISED = {
     "postgres": ("postgres:15", "127.0.0.1:5432:5432"),
     "opensearch": ("opensearchproject/opensearch:", "127.0.0.1:9200:9200"),
     "opensearch-dashboards": ("opensearchproject/opensearch-dashboards:", "127.0.0.1:5601:5601"),
+    "localstack": ("localstack/localstack:", "127.0.0.1:4566:4566"),
 }
 
 
@@ -41,3 +42,8 @@ def test_compose_dashboards_point_at_opensearch() -> None:
         "http://opensearch:9200"
         in services["opensearch-dashboards"]["environment"]["OPENSEARCH_HOSTS"]
     )
+
+
+def test_compose_localstack_serves_kinesis() -> None:
+    localstack = yaml.safe_load(COMPOSE.read_text())["services"]["localstack"]["environment"]
+    assert "kinesis" in localstack["SERVICES"].split(",")
