@@ -18,6 +18,7 @@ from api.routers import assignments, catalog, events, ops, reports
 from api.state import ApiState
 from config.settings import Settings
 from pipelines.events import MAX_ENVELOPE_BYTES
+from sinks.opensearch.sink import backlog as search_backlog
 from sinks.sql.alerts import count_alerts
 from sinks.sql.results import rolled_back_flags
 from sinks.sql.store import counter_totals
@@ -48,6 +49,7 @@ def create_app(settings: Settings, engine: Engine, bootstrap: str) -> FastAPI:
             len(rolled_back_flags(engine)),
             counter_totals(engine, "dead_lettered"),
             count_alerts(engine),
+            search_backlog(engine),
         )
 
     state.metrics.add_store_collector(collect)

@@ -57,7 +57,7 @@ class ApiMetrics:
 
 
 def store_families(
-    rolled_back: int, dead_lettered: dict[str, float], alerts: int
+    rolled_back: int, dead_lettered: dict[str, float], alerts: int, search_backlog: int
 ) -> list[GaugeMetricFamily | CounterMetricFamily]:
     flags = GaugeMetricFamily("xpstream_flags_rolled_back", "Flags rolled back now")
     flags.add_metric([], rolled_back)
@@ -68,7 +68,11 @@ def store_families(
     )
     for reason, count in sorted(dead_lettered.items()):
         dead.add_metric([reason], count)
-    return [flags, alerts_family, dead]
+    waiting = GaugeMetricFamily(
+        "xpstream_opensearch_backlog", "Documents waiting in the outbox for OpenSearch"
+    )
+    waiting.add_metric([], search_backlog)
+    return [flags, alerts_family, dead, waiting]
 
 
 class MetricsAndLimits:

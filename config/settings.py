@@ -27,6 +27,11 @@ class Settings(BaseSettings):
     exactly_once: bool = False
     namespace: str = Field(default="xpstream", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,100}$")
     opensearch_url: str = ""  # empty: OpenSearch sink off
+    opensearch_username: str = ""  # basic auth for managed clusters
+    opensearch_password: str = ""
+    opensearch_verify_certs: bool = True
+    opensearch_ca_certs: str = ""  # a CA bundle path for TLS
+    opensearch_prefix: str = Field(default="xpstream", pattern=r"^[a-z0-9][a-z0-9_-]{0,60}$")
     kinesis_stream: str = ""
     aws_endpoint_url: str = ""
     partitions: int = Field(default=8, ge=1, le=1024)

@@ -35,11 +35,19 @@ class Look:
     comparisons: int = 0
     alerts: list[dict[str, Any]] = field(default_factory=list)
     rolled_back: list[str] = field(default_factory=list)
+    search_outbox: bool = False
 
 
-def analyze_once(engine: Engine, alpha: float, tau: float, now: datetime | None = None) -> Look:
-    """One look: read cumulative statistics, analyse, store, act. Safe to repeat."""
-    look = Look(looked_at=now or datetime.now(UTC))
+def analyze_once(
+    engine: Engine,
+    alpha: float,
+    tau: float,
+    now: datetime | None = None,
+    search_outbox: bool = False,
+) -> Look:
+    """One look: read cumulative statistics, analyse, store, act. Safe to repeat.
+    ``search_outbox`` queues results and alerts for OpenSearch in the same transaction."""
+    look = Look(looked_at=now or datetime.now(UTC), search_outbox=search_outbox)
     catalog = load_catalog(engine)
     running = [e for e in catalog.experiments if e.status == "running"]
     if not running:
@@ -57,7 +65,7 @@ def analyze_once(engine: Engine, alpha: float, tau: float, now: datetime | None 
     look.comparisons = len(analysis["results"])
     srm = {row["experiment"]: row for row in analysis["srm"]}
     with Session(engine) as session, session.begin():
-        record_results(session, analysis["results"], look.looked_at)
+        record_results(session, analysis["results"], look.looked_at, search_outbox)
         for experiment in running:
             results = [r for r in analysis["results"] if r["experiment"] == experiment.key]
             for check in guardrail_checks(experiment, results):
@@ -113,7 +121,7 @@ def _apply_guardrail(
         "action_taken": action,
         "created_at": look.looked_at.isoformat(),
     }
-    add_alert(session, payload, look.looked_at)
+    add_alert(session, payload, look.looked_at, look.search_outbox)
     state.breached_at, state.alert_id, state.action_taken = (
         look.looked_at,
         payload["alert_id"],
@@ -160,7 +168,7 @@ def _apply_srm(
         "srm_p_value": srm["p_value"],
         "arm_sizes": sizes,
     }
-    add_alert(session, payload, look.looked_at)
+    add_alert(session, payload, look.looked_at, look.search_outbox)
     look.alerts.append(payload)
 
 
@@ -171,12 +179,13 @@ async def run_analyzer(
     interval: float,
     stop: asyncio.Event,
     on_alerts: Callable[[Look], None] | None = None,
+    search_outbox: bool = False,
 ) -> None:
     """Look every ``interval`` seconds until ``stop``; a failed look is logged and retried."""
     while not stop.is_set():
         started = time.monotonic()
         try:
-            look = await asyncio.to_thread(analyze_once, engine, alpha, tau)
+            look = await asyncio.to_thread(analyze_once, engine, alpha, tau, None, search_outbox)
         except Exception:
             log.exception("analyzer look failed; retrying in %.1fs", interval)
         else:

@@ -208,7 +208,7 @@ def report(
 
 @app.command()
 def run(
-    only: str = typer.Option("all", help="all, workers, analyzer or publisher."),
+    only: str = typer.Option("all", help="all, workers, analyzer, publisher or shipper."),
 ) -> None:
     """Pipeline workers, analyzer loop and alert publisher (Ctrl-C stops); --only runs one."""
     from jobs.run import ROLES
@@ -275,6 +275,40 @@ def kinesis_bridge(
     if not name:
         fail("--stream: give a stream name or set XPSTREAM_KINESIS_STREAM")
     run_kinesis_bridge(_embedded_flavor(settings), name, region or None, lease_seconds)
+
+
+dashboards_app = typer.Typer(help="OpenSearch Dashboards.", no_args_is_help=True)
+app.add_typer(dashboards_app, name="dashboards")
+
+
+@dashboards_app.command("install")
+def dashboards_install(
+    url: str = typer.Option(..., help="OpenSearch Dashboards URL, e.g. http://127.0.0.1:5601."),
+    as_json: bool = typer.Option(False, "--json", help="Print the import result as JSON."),
+) -> None:
+    """Import the index patterns, visualisations and dashboard (overwriting earlier copies)."""
+    import orjson
+    import requests
+
+    from sinks.opensearch.dashboards import install
+
+    settings = settings_or_exit()
+    auth = (
+        (settings.opensearch_username, settings.opensearch_password)
+        if settings.opensearch_username
+        else None
+    )
+    verify: bool | str = settings.opensearch_ca_certs or settings.opensearch_verify_certs
+    try:
+        result = install(url, settings.opensearch_prefix, auth, verify)
+    except requests.RequestException as exc:
+        fail(f"--url {url}: could not import the saved objects: {exc}")
+    if not result.get("success", False):
+        fail(f"--url {url}: the import reported errors: {result.get('errors')}")
+    if as_json:
+        sys.stdout.buffer.write(orjson.dumps(result) + b"\n")
+    else:
+        console.print(f"imported {result.get('successCount', 0)} saved objects into {url}")
 
 
 @app.command("api")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,12 @@ from pipelines.producer import send_envelopes
 from pipelines.topics import ensure_topics
 from pipelines.worker import Topics, build_pipeline
 from sinks.alert_publisher import AlertPublisher
+from sinks.opensearch.sink import (
+    OpenSearchSink,
+    OpenSearchUnavailableError,
+    make_client,
+)
+from sinks.opensearch.sink import backlog as search_backlog
 from sinks.sql.store import counter_totals, flushed_offsets
 
 Progress = Callable[[int, int], None]
@@ -72,7 +79,9 @@ async def produce_lines(settings: Settings, bootstrap: str, lines: list[bytes]) 
 
 async def analyse_and_publish(settings: Settings, bootstrap: str, engine: Engine) -> Look:
     """One analyzer look, then publish whatever alerts are waiting in the outbox."""
-    look = await asyncio.to_thread(analyze_once, engine, settings.alpha, settings.tau)
+    look = await asyncio.to_thread(
+        analyze_once, engine, settings.alpha, settings.tau, None, bool(settings.opensearch_url)
+    )
     publisher = AlertPublisher(engine, bootstrap, Topics.of(settings.namespace).alerts)
     await publisher.start()
     try:
@@ -104,6 +113,10 @@ async def replay(
     finally:
         await pipeline.app.stop()
     look = await analyse_and_publish(settings, bootstrap, engine)
+    if settings.opensearch_url:
+        sink = OpenSearchSink(engine, make_client(settings), settings.opensearch_prefix)
+        with contextlib.suppress(OpenSearchUnavailableError):  # the rows stay queued
+            await asyncio.to_thread(sink.drain)
     after = pipeline_counters(engine)
     by_reason = {
         reason: int(count - before["by_reason"].get(reason, 0.0))
@@ -118,4 +131,5 @@ async def replay(
         "by_reason": by_reason,
         "alerts": len(look.alerts),
         "rolled_back": look.rolled_back,
+        "search_backlog": search_backlog(engine) if settings.opensearch_url else 0,
     }

@@ -19,11 +19,12 @@ from pipelines.kinesis import KinesisBridge, kinesis_client
 from pipelines.topics import ensure_topics
 from pipelines.worker import Topics, build_pipeline
 from sinks.alert_publisher import AlertPublisher
+from sinks.opensearch.sink import OpenSearchSink, make_client
 from sinks.sql.migrate import upgrade_to_head
 from sinks.sql.store import make_engine
 
-Role = Literal["all", "workers", "analyzer", "publisher"]
-ROLES: tuple[Role, ...] = ("all", "workers", "analyzer", "publisher")
+Role = Literal["all", "workers", "analyzer", "publisher", "shipper"]
+ROLES: tuple[Role, ...] = ("all", "workers", "analyzer", "publisher", "shipper")
 
 
 async def analyzer_and_publisher(
@@ -34,7 +35,8 @@ async def analyzer_and_publisher(
     only: Role,
     on_alerts: Callable[[Look], None] | None = None,
 ) -> None:
-    """The analyzer wakes the publisher as soon as a look writes alerts."""
+    """The analyzer wakes the publisher as soon as a look writes alerts; the OpenSearch shipper
+    runs beside them when XPSTREAM_OPENSEARCH_URL is set."""
     wake = asyncio.Event()
 
     def alerted(look: Look) -> None:
@@ -57,8 +59,12 @@ async def analyzer_and_publisher(
                 settings.analysis_interval_seconds,
                 stop,
                 on_alerts=alerted,
+                search_outbox=bool(settings.opensearch_url),
             )
         )
+    if only in ("all", "shipper") and settings.opensearch_url:
+        sink = OpenSearchSink(engine, make_client(settings), settings.opensearch_prefix)
+        jobs.append(sink.run(stop))
     try:
         await asyncio.gather(*jobs)
     finally:
@@ -80,7 +86,7 @@ def run(settings: Settings, only: Role) -> None:
     with broker_url(settings.kafka_url) as bootstrap:
         topics = Topics.of(settings.namespace)
         asyncio.run(ensure_topics(bootstrap, topics.layout(settings.partitions)))
-        if only in ("analyzer", "publisher"):
+        if only in ("analyzer", "publisher", "shipper"):
             asyncio.run(_standalone(settings, bootstrap, engine, only))
             return
         pipeline = build_pipeline(settings, bootstrap, engine)

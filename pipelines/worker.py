@@ -269,7 +269,14 @@ class Pipeline:
                     }
                 )
         if windows or counters or offsets:
-            await asyncio.to_thread(flush_partition_state, self.engine, windows, counters, offsets)
+            await asyncio.to_thread(
+                flush_partition_state,
+                self.engine,
+                windows,
+                counters,
+                offsets,
+                bool(self.settings.opensearch_url),
+            )
         await asyncio.to_thread(self.reload_catalog)
 
 

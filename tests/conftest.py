@@ -12,6 +12,7 @@ import pytest
 from pipelines.embedded_broker import HOST, EmbeddedBroker, free_port
 from tests.services.apache_kafka import ApacheKafka
 from tests.services.kinesalite import Kinesalite
+from tests.services.opensearch import OpenSearchNode
 from tests.services.postgres import PostgresCluster
 
 # boto3 must never find real credentials or reach AWS from a test.
@@ -90,6 +91,16 @@ def kinesalite() -> Iterator[str]:
         yield server.url
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def opensearch() -> Iterator[str]:
+    """A real OpenSearch node (Maven Central artifacts, in a JVM) on loopback."""
+    node = OpenSearchNode().start()
+    try:
+        yield node.url
+    finally:
+        node.remove()
 
 
 def _live_children(parent: int) -> list[str]:

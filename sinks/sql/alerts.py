@@ -9,10 +9,12 @@ import orjson
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 
-from sinks.sql.models import AlertOutboxRow, AlertRow
+from sinks.sql.models import AlertOutboxRow, AlertRow, SearchOutboxRow
 
 
-def add_alert(session: Session, payload: dict[str, Any], created_at: datetime) -> None:
+def add_alert(
+    session: Session, payload: dict[str, Any], created_at: datetime, search_outbox: bool = False
+) -> None:
     """``payload`` is the published document (README, "Guardrail alerts")."""
     session.add(
         AlertRow(
@@ -36,6 +38,8 @@ def add_alert(session: Session, payload: dict[str, Any], created_at: datetime) -
             created_at=created_at,
         )
     )
+    if search_outbox:
+        session.add(SearchOutboxRow(kind="alert", key=payload["alert_id"]))
 
 
 def list_alerts(engine: Engine, since: datetime | None = None) -> list[dict[str, Any]]:

@@ -252,3 +252,16 @@ class KinesisShardRow(Base):
     finished: Mapped[bool] = mapped_column(Boolean, default=False)  # read to its end (closed)
     owner: Mapped[str | None] = mapped_column(String(128))
     lease_expires_at: Mapped[float] = mapped_column(Float, default=0.0)  # epoch seconds
+
+
+class SearchOutboxRow(Base):
+    """A document OpenSearch must (re)receive: its kind and key. The body is built from SQL when
+    it is sent, so a key queued twice sends the newest state once; rows leave after the ack."""
+
+    __tablename__ = "search_outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))  # window | result | history | alert
+    key: Mapped[str] = mapped_column(String(600))
+    failed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    error: Mapped[str | None] = mapped_column(String(2000))

@@ -16,8 +16,10 @@ from sinks.sql.models import (
     GuardrailStateRow,
     LatestResultRow,
     ResultHistoryRow,
+    SearchOutboxRow,
     SrmStateRow,
 )
+from sinks.sql.store import search_key
 
 ComparisonKey = tuple[str, str, str]  # experiment, metric, variant
 
@@ -34,7 +36,14 @@ def running_min_p_values(engine: Engine) -> dict[ComparisonKey, float]:
         return {(e, m, v): float(p or 0.0) for e, m, v, p in conn.execute(query)}
 
 
-def record_results(session: Session, results: list[dict[str, Any]], looked_at: datetime) -> None:
+def record_results(
+    session: Session,
+    results: list[dict[str, Any]],
+    looked_at: datetime,
+    search_outbox: bool = False,
+) -> None:
+    """History rows and the latest view; ``search_outbox`` queues both for OpenSearch."""
+    history: list[ResultHistoryRow] = []
     for result in results:
         key = {
             "experiment": result["experiment"],
@@ -48,6 +57,15 @@ def record_results(session: Session, results: list[dict[str, Any]], looked_at: d
         session.merge(
             LatestResultRow(looked_at=looked_at, sequential_p_value=p_value, result=result, **key)
         )
+        if search_outbox:
+            session.add(
+                SearchOutboxRow(
+                    kind="result", key=search_key(key["experiment"], key["metric"], key["variant"])
+                )
+            )
+    if search_outbox and history:
+        session.flush()  # history ids are the keys of their documents
+        session.add_all(SearchOutboxRow(kind="history", key=str(row.id)) for row in history)
 
 
 def latest_results(engine: Engine, experiment: str) -> list[dict[str, Any]]:

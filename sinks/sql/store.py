@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, delete, event, func, select
+from sqlalchemy import Engine, create_engine, delete, event, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -17,6 +17,7 @@ from sinks.sql.models import (
     GuardrailRow,
     MetricRow,
     PartitionOffsetRow,
+    SearchOutboxRow,
     VariantRow,
     WindowAggregateRow,
 )
@@ -151,6 +152,13 @@ def load_catalog(engine: Engine) -> Catalog:
     return Catalog(metrics=tuple(metrics), flags=tuple(flags), experiments=tuple(experiments))
 
 
+SEARCH_KEY_SEP = "\x1f"
+
+
+def search_key(*parts: str) -> str:
+    return SEARCH_KEY_SEP.join(parts)
+
+
 # --- pipeline flushes ----------------------------------------------------------------------
 
 
@@ -182,9 +190,19 @@ def flush_partition_state(
     windows: Sequence[dict[str, Any]],
     counters: Sequence[dict[str, Any]],
     offsets: Sequence[dict[str, Any]],
+    search_outbox: bool = False,
 ) -> None:
-    """Absolute values, upserted in one transaction; a row never goes back to an older offset."""
+    """Absolute values, upserted in one transaction; a row never goes back to an older offset.
+    ``search_outbox`` queues the changed windows for OpenSearch in the same transaction."""
     with engine.begin() as conn:
+        if search_outbox and windows:
+            keys = {
+                search_key(w["experiment"], w["variant"], w["metric"], str(int(w["window_start"])))
+                for w in windows
+            }
+            conn.execute(
+                insert(SearchOutboxRow), [{"kind": "window", "key": k} for k in sorted(keys)]
+            )
         _upsert_newer(
             conn,
             engine,
