@@ -23,23 +23,12 @@ from sinks.opensearch.sink import OpenSearchSink, backlog
 from sinks.opensearch.templates import templates
 from sinks.sql.migrate import upgrade_to_head
 from sinks.sql.models import SearchOutboxRow
+from sinks.sql.store import WINDOW_STATS as STATS
 from sinks.sql.store import flush_partition_state, make_engine, save_catalog, window_rows
 from tests.conftest import Broker
 from tests.pipeline.conftest import load_catalog, pipeline_env, xpstream
 from tests.pipeline.generate import CATALOG, EventFile, generate
 from tests.services.opensearch import OpenSearchNode
-
-STATS = (
-    "n",
-    "sum",
-    "sum_sq",
-    "x_sum",
-    "x_sum_sq",
-    "xy_sum",
-    "den_sum",
-    "den_sum_sq",
-    "num_den_sum",
-)
 
 
 @pytest.fixture(scope="module")

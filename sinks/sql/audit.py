@@ -51,38 +51,33 @@ def flag_state(flag: FlagRow) -> dict[str, Any]:
 
 def rollback_flag(session: Session, key: str, *, reason: str, actor: str, at: datetime) -> bool:
     """Serve control to everyone; False when the flag is unknown or already rolled back."""
-    flag = session.get(FlagRow, key, with_for_update=True)
-    if flag is None or flag.rolled_back_at is not None:
-        return False
-    before = flag_state(flag)
-    flag.rolled_back_at, flag.rollback_reason = at, reason
-    session.flush()
-    audit(
-        session,
-        at=at,
-        actor=actor,
-        action="flag.rollback",
-        entity_type="flag",
-        entity_key=key,
-        before=before,
-        after=flag_state(flag),
-    )
-    return True
+    return _set_rollback(session, key, (at, reason), actor=actor, at=at)
 
 
 def restore_flag(session: Session, key: str, *, actor: str, at: datetime) -> bool:
     """A person re-enables a rolled-back flag; False when it was not rolled back."""
+    return _set_rollback(session, key, None, actor=actor, at=at)
+
+
+def _set_rollback(
+    session: Session,
+    key: str,
+    rollback: tuple[datetime, str] | None,
+    *,
+    actor: str,
+    at: datetime,
+) -> bool:
     flag = session.get(FlagRow, key, with_for_update=True)
-    if flag is None or flag.rolled_back_at is None:
-        return False
+    if flag is None or (flag.rolled_back_at is None) == (rollback is None):
+        return False  # unknown, or already in that state
     before = flag_state(flag)
-    flag.rolled_back_at, flag.rollback_reason = None, None
+    flag.rolled_back_at, flag.rollback_reason = rollback if rollback else (None, None)
     session.flush()
     audit(
         session,
         at=at,
         actor=actor,
-        action="flag.restore",
+        action="flag.rollback" if rollback else "flag.restore",
         entity_type="flag",
         entity_key=key,
         before=before,

@@ -8,38 +8,16 @@ import uuid
 
 import pandas as pd
 import pytest
-from aiokafka import AIOKafkaConsumer
 from sqlalchemy import Engine
 
 from config.settings import Settings
-from jobs.replay import wait_until_flushed
 from pipelines.topics import ensure_topics
-from pipelines.worker import Topics, build_pipeline
+from pipelines.worker import Topics
 from sinks.sql.keys import create_api_key
 from sinks.sql.store import cumulative_arms
 from tests.api.conftest import auth, make_client
 from tests.conftest import Broker
-
-
-async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        ends = await consumer.end_offsets(sorted(consumer.assignment()))
-        return {tp.partition: offset - 1 for tp, offset in ends.items() if offset > 0}
-    finally:
-        await consumer.stop()
-
-
-async def run_pipeline(settings: Settings, bootstrap: str, engine: Engine) -> None:
-    topics = Topics.of(settings.namespace)
-    pipeline = build_pipeline(settings, bootstrap, engine)
-    await pipeline.app.start()
-    try:
-        targets = await end_offsets(bootstrap, topics.events)
-        await wait_until_flushed(engine, topics.events, targets, timeout=120)
-    finally:
-        await pipeline.app.stop()
+from tests.pipeline.draining import drain_pipeline
 
 
 def test_posted_events_reach_the_aggregates(engine: Engine, apache_kafka: Broker) -> None:
@@ -86,7 +64,7 @@ def test_posted_events_reach_the_aggregates(engine: Engine, apache_kafka: Broker
     settings = Settings(
         database_url=str(engine.url), namespace=namespace, partitions=4, flush_seconds=0.5
     )
-    asyncio.run(run_pipeline(settings, apache_kafka.bootstrap, engine))
+    asyncio.run(drain_pipeline(settings, apache_kafka.bootstrap, engine))
 
     frame = pd.DataFrame(events)
     exposed = frame[frame["type"] == "exposure"].set_index("user_id")["variant"]

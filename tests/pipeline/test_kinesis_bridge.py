@@ -16,18 +16,19 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
 from config.settings import Settings
-from jobs.replay import pipeline_counters, wait_until_flushed
+from jobs.replay import pipeline_counters
 from pipelines.kinesis import KinesisBridge, kinesis_client
 from pipelines.topics import ensure_topics
-from pipelines.worker import Topics, build_pipeline
+from pipelines.worker import Topics
 from sinks.sql.kinesis_leases import register_shards, save_checkpoint, shard_states, take_lease
 from sinks.sql.migrate import upgrade_to_head
 from sinks.sql.store import make_engine, save_catalog
 from tests.conftest import Broker
 from tests.pipeline.conftest import XPSTREAM
+from tests.pipeline.draining import drain_pipeline
 from tests.pipeline.generate import EventFile, generate
 from tests.pipeline.test_ground_truth import check_against_ground_truth
 
@@ -126,16 +127,6 @@ def database(tmp_path: Path, event_file: EventFile) -> tuple[str, sa.Engine]:
     return url, engine
 
 
-async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        ends = await consumer.end_offsets(sorted(consumer.assignment()))
-        return {tp.partition: offset - 1 for tp, offset in ends.items() if offset > 0}
-    finally:
-        await consumer.stop()
-
-
 async def until(condition: Callable[[], bool], timeout: float = 180.0) -> None:
     deadline = time.monotonic() + timeout
     while not await asyncio.to_thread(condition):
@@ -145,18 +136,6 @@ async def until(condition: Callable[[], bool], timeout: float = 180.0) -> None:
 
 def settings_for(url: str, namespace: str) -> Settings:
     return Settings(database_url=url, namespace=namespace, partitions=4, flush_seconds=0.5)
-
-
-async def drain_pipeline(settings: Settings, bootstrap: str, engine: sa.Engine) -> None:
-    """Run a worker until everything on the events topic is flushed to SQL."""
-    topics = Topics.of(settings.namespace)
-    pipeline = build_pipeline(settings, bootstrap, engine)
-    await pipeline.app.start()
-    try:
-        targets = await end_offsets(bootstrap, topics.events)
-        await wait_until_flushed(engine, topics.events, targets, timeout=300)
-    finally:
-        await pipeline.app.stop()
 
 
 def check(engine: sa.Engine, event_file: EventFile, replayed: bool = False) -> None:
