@@ -41,6 +41,7 @@ def create_app(settings: Settings, engine: Engine, bootstrap: str) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.xp = state
+    app.router.routes.append(assignments.assignments_route)
     for module in (assignments, events, catalog, reports, ops):
         app.include_router(module.router)
 
@@ -67,6 +68,7 @@ def create_app(settings: Settings, engine: Engine, bootstrap: str) -> FastAPI:
             schema = get_openapi(
                 title=app.title, version=app.version, summary=app.summary, routes=app.routes
             )
+            schema["paths"] = {"/v1/assignments": assignments.OPENAPI, **schema["paths"]}
             schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEME
             for path, operations in schema["paths"].items():
                 if path.startswith("/v1/"):

@@ -7,9 +7,10 @@ from typing import Annotated, Any
 import numpy as np
 import orjson
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from starlette.routing import Route
 
 from api.auth import Caller, authorize, requires
-from api.schemas import BatchAssignmentsIn, BatchAssignmentsOut, UserAssignments
+from api.schemas import BatchAssignmentsIn, BatchAssignmentsOut
 from api.state import AssignmentPlan, CatalogSnapshot
 from stats.assignment import assign_many, choose_variant, hash_unit
 
@@ -76,14 +77,11 @@ def _query(request: Request, name: str, max_length: int, required: bool) -> str 
     return value
 
 
-@router.get(
-    "/assignments",
-    response_model=UserAssignments,
-    openapi_extra={"parameters": QUERY_PARAMETERS},
-)
 async def get_assignments(request: Request) -> Response:
-    # The hottest endpoint, so no FastAPI dependencies or parameter models (together they cost
-    # more than the assignment): the same auth check called directly, plain dicts and orjson.
+    """GET /v1/assignments. The hottest endpoint is a plain Starlette route: FastAPI's request
+    handling (dependencies, parameter and response models) costs more than the assignment. The
+    same auth check is called directly; its OpenAPI entry is added by api.app."""
+    request.scope["route"] = assignments_route  # FastAPI's router labels only its own routes
     authorize(request, "assign")
     user_id = _query(request, "user_id", 256, required=True)
     experiment = _query(request, "experiment", 128, required=False)
@@ -92,6 +90,30 @@ async def get_assignments(request: Request) -> Response:
     results = [_result(plan, _index(plan, user_id)) for plan in _plans(snapshot, experiment)]
     body = orjson.dumps({"user_id": user_id, "assignments": results})
     return Response(body, media_type="application/json")
+
+
+assignments_route = Route("/v1/assignments", get_assignments, methods=["GET"])
+
+OPENAPI = {
+    "get": {
+        "tags": ["assignments"],
+        "summary": "The user's variant in every running experiment, or in the one named",
+        "operationId": "get_assignments",
+        "parameters": QUERY_PARAMETERS,
+        "responses": {
+            "200": {
+                "description": "Assignments",
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/UserAssignments"}}
+                },
+            },
+            "401": {"description": "Missing or invalid API key"},
+            "403": {"description": "The key's role may not assign"},
+            "404": {"description": "Unknown experiment"},
+            "422": {"description": "A query parameter is missing or too long"},
+        },
+    }
+}
 
 
 @router.post("/assignments/batch", response_model=BatchAssignmentsOut)

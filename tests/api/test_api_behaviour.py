@@ -43,6 +43,8 @@ def test_batch_equals_single_and_split_passes_srm(client: TestClient, keys: dict
     variants = [row["assignments"][0]["variant"] for row in batch]
     counts = [variants.count("control"), variants.count("treatment")]
     assert sum(counts) == 1000 and sps.chisquare(counts).pvalue > 0.001
+    metrics = client.get("/metrics").text
+    assert 'route="/v1/assignments",status="200"} 50.0' in metrics
 
 
 def test_rolled_back_flag_serves_control_at_once(client: TestClient, keys: dict[str, str]) -> None:
