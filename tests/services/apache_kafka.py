@@ -50,12 +50,8 @@ Configuration:
 """
 
 
-def kafka_libs() -> Path:
-    """The broker's jars, copied from Maven Central once into the cache directory."""
-    libs = CACHE_ROOT / f"kafka-{KAFKA_VERSION}" / "libs"
-    marker = libs / ".complete"
-    if marker.exists():
-        return libs
+def maven_copy(pom: Path, libs: Path) -> None:
+    """A pom's runtime dependencies, copied from Maven Central into ``libs``."""
     libs.mkdir(parents=True, exist_ok=True)
     subprocess.run(
         [
@@ -63,14 +59,24 @@ def kafka_libs() -> Path:
             "-q",
             "-B",
             "-f",
-            str(POM),
+            str(pom),
             "dependency:copy-dependencies",
             f"-DoutputDirectory={libs}",
             "-DincludeScope=runtime",
         ],
         check=True,
+        capture_output=True,
+        timeout=900,
     )
-    marker.touch()
+
+
+def kafka_libs() -> Path:
+    """The broker's jars, copied from Maven Central once into the cache directory."""
+    libs = CACHE_ROOT / f"kafka-{KAFKA_VERSION}" / "libs"
+    marker = libs / ".complete"
+    if not marker.exists():
+        maven_copy(POM, libs)
+        marker.touch()
     return libs
 
 

@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 
 from pipelines.embedded_broker import HOST, free_port
-from tests.services.apache_kafka import CACHE_ROOT
+from tests.services.apache_kafka import CACHE_ROOT, maven_copy
 
 VERSION = "2.19.6"
 HERE = Path(__file__).parent
@@ -25,21 +25,7 @@ def opensearch_classpath() -> str:
     root = CACHE_ROOT / f"opensearch-{VERSION}"
     libs, classes, marker = root / "libs", root / "classes", root / ".complete"
     if not marker.exists():
-        libs.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            [
-                "mvn",
-                "-q",
-                "-B",
-                "-f",
-                str(POM),
-                "dependency:copy-dependencies",
-                f"-DoutputDirectory={libs}",
-            ],
-            check=True,
-            capture_output=True,
-            timeout=900,
-        )
+        maven_copy(POM, libs)
         classes.mkdir(exist_ok=True)
         subprocess.run(
             ["javac", "-cp", f"{libs}/*", "-d", str(classes), str(LAUNCHER)],
