@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import Engine
 
 from api.auth import PERMISSIONS
-from sinks.sql.keys import ROLES
+from sinks.sql.keys import ROLES, create_api_key
 from tests.api.conftest import auth
 
 counter = itertools.count()
@@ -97,3 +98,12 @@ def test_revoked_key_is_refused(client: TestClient, keys: dict[str, str]) -> Non
     assert gone.status_code == 204
     client.app.state.xp.keys = type(client.app.state.xp.keys)()  # skip the 5 s key cache
     assert client.get("/v1/flags", headers=auth(made["token"])).status_code == 401
+
+
+def test_revoking_a_key_by_role(client: TestClient, keys: dict[str, str], engine: Engine) -> None:
+    for role in ROLES:
+        victim = create_api_key(engine, "viewer", "to revoke").split("_")[1]
+        path = f"/v1/keys/{victim}"
+        assert client.delete(path).status_code == 401
+        status = client.delete(path, headers=auth(keys[role])).status_code
+        assert status == (204 if "admin" in PERMISSIONS[role] else 403), (role, status)
