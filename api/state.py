@@ -43,7 +43,6 @@ class CatalogSnapshot:
     catalog: Catalog
     index: CatalogIndex
     running: tuple[Experiment, ...]
-    serving_control: dict[str, str]  # flag → why it serves control to everyone
     taken_at: float
     plans: dict[str, AssignmentPlan]
 
@@ -54,7 +53,7 @@ class CatalogSnapshot:
             flags = session.execute(
                 select(FlagRow.key, FlagRow.enabled, FlagRow.rolled_back_at)
             ).all()
-        serving_control = {
+        serving_control = {  # flag → why it serves control to everyone
             key: "flag_rolled_back" if back is not None else "flag_disabled"
             for key, on, back in flags
             if not on or back is not None
@@ -72,7 +71,6 @@ class CatalogSnapshot:
             plans=plans,
             index=CatalogIndex.of(catalog),
             running=tuple(e for e in catalog.experiments if e.status == "running"),
-            serving_control=serving_control,
             taken_at=time.monotonic(),
         )
 

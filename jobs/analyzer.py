@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from config.catalog import Catalog, Experiment
+from config.catalog import Experiment
 from jobs.analyze import AnalyzeInput, run_analysis
 from jobs.report import GuardrailCheck, comparisons_for, guardrail_checks
 from sinks.sql.alerts import add_alert
@@ -69,14 +69,14 @@ def analyze_once(
         for experiment in running:
             results = [r for r in analysis["results"] if r["experiment"] == experiment.key]
             for check in guardrail_checks(experiment, results):
-                _apply_guardrail(session, catalog, experiment, check, look)
+                _apply_guardrail(session, experiment, check, look)
             if experiment.key in srm:
                 _apply_srm(session, experiment, srm[experiment.key], comparisons, look)
     return look
 
 
 def _apply_guardrail(
-    session: Session, catalog: Catalog, experiment: Experiment, check: GuardrailCheck, look: Look
+    session: Session, experiment: Experiment, check: GuardrailCheck, look: Look
 ) -> None:
     key = (experiment.key, check.guardrail.metric, check.variant)
     state = session.get(GuardrailStateRow, key)
@@ -93,8 +93,7 @@ def _apply_guardrail(
         return
     result, guardrail = check.result, check.guardrail
     action = "none"
-    has_flag = experiment.flag is not None and any(f.key == experiment.flag for f in catalog.flags)
-    if guardrail.action == "rollback" and has_flag and experiment.flag is not None:
+    if guardrail.action == "rollback" and experiment.flag is not None:
         low, high = result["sequential_rel_ci"]
         reason = (
             f"guardrail {guardrail.metric} breached by {check.variant}: relative effect "

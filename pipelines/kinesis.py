@@ -16,7 +16,7 @@ import random
 import socket
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import boto3
@@ -82,11 +82,7 @@ class ShardReader:
 
 @dataclass
 class BridgeStats:
-    forwarded: int = 0
-    throttled: int = 0
-    finished_shards: int = 0
-    leases_taken: int = 0
-    owned: set[str] = field(default_factory=set)
+    forwarded: int = 0  # records sent to Kafka and acknowledged
 
 
 class KinesisBridge:
@@ -155,7 +151,6 @@ class KinesisBridge:
                 take_lease, self.engine, self.stream, shard_id, self.owner, now, self.lease_seconds
             ):
                 self.readers[shard_id] = ShardReader(shard_id)
-                self.stats.leases_taken += 1
         if len(self.readers) < share:
             await self._steal_one(eligible, states, now, share)
         surplus = sorted(self.readers)[share:] if len(owners) > 1 else []
@@ -163,7 +158,6 @@ class KinesisBridge:
             for shard_id in surplus:
                 self.readers.pop(shard_id)
             await asyncio.to_thread(release_leases, self.engine, self.stream, self.owner, surplus)
-        self.stats.owned = set(self.readers)
 
     async def _steal_one(
         self, eligible: list[str], states: dict[str, ShardState], now: float, share: int
@@ -196,7 +190,6 @@ class KinesisBridge:
             self.lease_seconds,
         ):
             self.readers[shard_id] = ShardReader(shard_id)
-            self.stats.leases_taken += 1
 
     def _list_shards(self) -> dict[str, dict[str, Any]]:
         shards: dict[str, dict[str, Any]] = {}
@@ -225,7 +218,6 @@ class KinesisBridge:
                 return 0
             if not is_retryable(exc):
                 raise
-            self.stats.throttled += 1
             reader.attempts += 1
             reader.not_before = time.monotonic() + backoff(reader.attempts)
             return 0
@@ -249,7 +241,6 @@ class KinesisBridge:
         self.stats.forwarded += len(records)
         if closed or not kept:  # finished, or the lease was lost: stop reading this shard
             self.readers.pop(reader.shard_id, None)
-            self.stats.finished_shards += int(closed and kept)
             return len(records)
         reader.iterator = page["NextShardIterator"]
         return len(records)

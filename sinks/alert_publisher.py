@@ -23,7 +23,6 @@ class AlertPublisher:
     def __init__(self, engine: Engine, bootstrap: str, topic: str) -> None:
         self.engine, self.bootstrap, self.topic = engine, bootstrap, topic
         self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-        self.published = 0
 
     async def start(self) -> None:
         await self.producer.start()
@@ -83,7 +82,6 @@ class AlertPublisher:
                 datetime.now(UTC),
             )
             sent += 1
-        self.published += sent
         return sent
 
     async def run(self, stop: asyncio.Event, wake: asyncio.Event, poll_seconds: float) -> None:

@@ -9,7 +9,7 @@ import contextlib
 import logging
 import random
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,7 +36,6 @@ class OpenSearchUnavailableError(RuntimeError):
 class DrainStats:
     sent: int = 0
     failed: int = 0
-    errors: dict[str, int] = field(default_factory=dict)
 
 
 def make_client(settings: Settings) -> OpenSearch:
@@ -63,7 +62,6 @@ def backlog(engine: Engine) -> int:
 class OpenSearchSink:
     def __init__(self, engine: Engine, client: OpenSearch, prefix: str) -> None:
         self.engine, self.client, self.prefix = engine, client, prefix
-        self.totals = DrainStats()
         self._templates_ready = False
 
     def ensure_templates(self) -> None:
@@ -110,8 +108,6 @@ class OpenSearchSink:
                     stats.sent += 1
                     continue
                 stats.failed += 1
-                reason = error.split(":", 1)[0]
-                stats.errors[reason] = stats.errors.get(reason, 0) + 1
                 log.error("OpenSearch refused %s %r: %s", kind, key, error)
                 conn.execute(
                     update(SearchOutboxRow)
@@ -122,8 +118,6 @@ class OpenSearchSink:
                 conn.execute(
                     delete(SearchOutboxRow).where(SearchOutboxRow.id.in_(done[start : start + 500]))
                 )
-        self.totals.sent += stats.sent
-        self.totals.failed += stats.failed
         return stats
 
     def drain(self) -> DrainStats:

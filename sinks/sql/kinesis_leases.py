@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Engine, or_, select, update
 
@@ -45,26 +46,39 @@ def shard_states(engine: Engine, stream: str) -> dict[str, ShardState]:
         }
 
 
-def take_lease(
-    engine: Engine, stream: str, shard_id: str, owner: str, now: float, seconds: float
+def _update_one(
+    engine: Engine, stream: str, shard_id: str, conditions: list[Any], values: dict[str, Any]
 ) -> bool:
-    """Take (or renew) the lease when it is free, expired or already ours."""
+    """UPDATE the shard's row when ``conditions`` hold; True when it did (exactly one row)."""
     with engine.begin() as conn:
         result = conn.execute(
             update(KinesisShardRow)
             .where(
-                KinesisShardRow.stream == stream,
-                KinesisShardRow.shard_id == shard_id,
-                KinesisShardRow.finished.is_(False),
-                or_(
-                    KinesisShardRow.owner.is_(None),
-                    KinesisShardRow.owner == owner,
-                    KinesisShardRow.lease_expires_at < now,
-                ),
+                KinesisShardRow.stream == stream, KinesisShardRow.shard_id == shard_id, *conditions
             )
-            .values(owner=owner, lease_expires_at=now + seconds)
+            .values(**values)
         )
         return result.rowcount == 1
+
+
+def take_lease(
+    engine: Engine, stream: str, shard_id: str, owner: str, now: float, seconds: float
+) -> bool:
+    """Take (or renew) the lease when it is free, expired or already ours."""
+    return _update_one(
+        engine,
+        stream,
+        shard_id,
+        [
+            KinesisShardRow.finished.is_(False),
+            or_(
+                KinesisShardRow.owner.is_(None),
+                KinesisShardRow.owner == owner,
+                KinesisShardRow.lease_expires_at < now,
+            ),
+        ],
+        {"owner": owner, "lease_expires_at": now + seconds},
+    )
 
 
 def steal_lease(
@@ -78,18 +92,13 @@ def steal_lease(
 ) -> bool:
     """Take a live lease from an owner holding more than its share (the KCL's lease stealing);
     the victim notices at its next renewal or checkpoint, both of which then fail."""
-    with engine.begin() as conn:
-        result = conn.execute(
-            update(KinesisShardRow)
-            .where(
-                KinesisShardRow.stream == stream,
-                KinesisShardRow.shard_id == shard_id,
-                KinesisShardRow.owner == victim,
-                KinesisShardRow.finished.is_(False),
-            )
-            .values(owner=thief, lease_expires_at=now + seconds)
-        )
-        return result.rowcount == 1
+    return _update_one(
+        engine,
+        stream,
+        shard_id,
+        [KinesisShardRow.owner == victim, KinesisShardRow.finished.is_(False)],
+        {"owner": thief, "lease_expires_at": now + seconds},
+    )
 
 
 def save_checkpoint(
@@ -107,18 +116,13 @@ def save_checkpoint(
         values["checkpoint"] = sequence
     if finished:
         values["owner"] = None
-    with engine.begin() as conn:
-        result = conn.execute(
-            update(KinesisShardRow)
-            .where(
-                KinesisShardRow.stream == stream,
-                KinesisShardRow.shard_id == shard_id,
-                KinesisShardRow.owner == owner,
-                KinesisShardRow.lease_expires_at >= now,
-            )
-            .values(**values)
-        )
-        return result.rowcount == 1
+    return _update_one(
+        engine,
+        stream,
+        shard_id,
+        [KinesisShardRow.owner == owner, KinesisShardRow.lease_expires_at >= now],
+        values,
+    )
 
 
 def release_leases(engine: Engine, stream: str, owner: str, shard_ids: Iterable[str]) -> None:

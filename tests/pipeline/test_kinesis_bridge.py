@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
 import signal
 import subprocess
 import time
@@ -219,8 +220,6 @@ def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
 
 
 def env_for(kinesalite: str, broker: Broker, url: str, namespace: str) -> dict[str, str]:
-    import os
-
     return {
         **os.environ,
         "XPSTREAM_KAFKA_URL": broker.bootstrap,
