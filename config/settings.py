@@ -21,10 +21,8 @@ class Settings(BaseSettings):
     kafka_url: str = ""  # empty: start the embedded Tansu broker
     # "tansu": no transactions and a workaround for its end offsets (NOTES.md).
     kafka_flavor: Literal["apache", "tansu"] = "apache"
-    # Faust's transactions (Apache Kafka only). Off by default: exactness comes from
-    # offset-fenced state updates, and faust-streaming 0.15.3 aborts in-flight transactions on
-    # rebalance while its memory store keeps their writes (README, "Exactness").
-    exactly_once: bool = False
+    # Faust's transactions on Apache Kafka (Tansu has none: at-least-once + event_id dedup).
+    exactly_once: bool = True
     namespace: str = Field(default="xpstream", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,100}$")
     opensearch_url: str = ""  # empty: OpenSearch sink off
     opensearch_username: str = ""  # basic auth for managed clusters

@@ -84,6 +84,12 @@ class Aggregates:
     windows: dict[WindowKey, list[float]] = field(default_factory=dict)
     counters: dict[tuple[str, str], float] = field(default_factory=lambda: defaultdict(float))
 
+    def row(self, key: WindowKey) -> list[float]:
+        row = self.windows.get(key)
+        if row is None:
+            row = self.windows[key] = [0.0] * 9
+        return row
+
     def book(self, key: WindowKey, delta: Iterable[float]) -> None:
         row = self.windows.get(key)
         if row is None:
@@ -110,13 +116,15 @@ class UserAttribution:
         """Returns the new state and how many events were duplicates."""
         state = state or new_state()
         ids: list[str] = state["ids"]
-        seen = set(ids)
+        # A scan beats hashing every stored id when an envelope holds few of the user's events.
+        seen: list[str] | set[str] = ids if len(events) <= 2 else set(ids)
         duplicates = 0
         for event in events:
             if event.event_id in seen:
                 duplicates += 1
                 continue
-            seen.add(event.event_id)
+            if seen is not ids:
+                seen.add(event.event_id)  # type: ignore[union-attr]
             ids.append(event.event_id)
             if event.ts > state["hi"]:
                 state["hi"] = event.ts
@@ -142,9 +150,7 @@ class UserAttribution:
         self.aggregates.counters[("users", event.experiment)] += 1
         window = self.config.window(event.ts)
         for metric in self.config.analysed.get(event.experiment, ()):
-            self.aggregates.book(
-                (event.experiment, event.variant, metric.key, window), (1.0, 0, 0, 0, 0, 0, 0, 0, 0)
-            )
+            self.aggregates.row((event.experiment, event.variant, metric.key, window))[0] += 1.0
         # Metric events that arrived before this exposure, split by their event time.
         for ts, metric_key, value in sorted(state["buf"]):
             self._metric(state, ts, metric_key, value, only=event.experiment)
@@ -180,34 +186,40 @@ class UserAttribution:
             raw[metric_key] = after
             window = config.window(max(ts, t_e))
             for metric in analysed:
-                delta = self._delta(metric, raw, metric_key, before, after)
-                if delta is not None:
-                    self.aggregates.book((experiment, variant, metric.key, window), delta)
+                key = (experiment, variant, metric.key, window)
+                if metric.kind == "ratio":
+                    delta = self._ratio_delta(metric, raw, metric_key, before)
+                    if delta is not None:
+                        self.aggregates.book(key, delta)
+                else:
+                    self._book_value(key, metric, slot, before, after)
 
-    def _delta(
-        self,
-        metric: Metric,
-        raw: dict[str, list[float]],
-        changed: str,
-        before: Any,
-        after: list[float],
+    def _book_value(
+        self, key: WindowKey, metric: Metric, slot: int, before: Any, after: list[float]
+    ) -> None:
+        """The delta of a sum/count/conversion metric when one raw total (y or x) moved."""
+        if slot == 0:
+            y0, y1 = user_value(metric, before[0]), user_value(metric, after[0])
+            if y0 == y1:
+                return
+            x = user_value(metric, before[1])
+            row = self.aggregates.row(key)
+            row[1] += y1 - y0
+            row[2] += y1 * y1 - y0 * y0
+            row[5] += x * y1 - x * y0
+            return
+        x0, x1 = user_value(metric, before[1]), user_value(metric, after[1])
+        if x0 == x1:
+            return
+        y = user_value(metric, before[0])
+        row = self.aggregates.row(key)
+        row[3] += x1 - x0
+        row[4] += x1 * x1 - x0 * x0
+        row[5] += x1 * y - x0 * y
+
+    def _ratio_delta(
+        self, metric: Metric, raw: dict[str, list[float]], changed: str, before: Any
     ) -> tuple[float, ...] | None:
-        if metric.kind != "ratio":
-            y0, x0 = user_value(metric, before[0]), user_value(metric, before[1])
-            y1, x1 = user_value(metric, after[0]), user_value(metric, after[1])
-            if y0 == y1 and x0 == x1:
-                return None
-            return (
-                0.0,
-                y1 - y0,
-                y1 * y1 - y0 * y0,
-                x1 - x0,
-                x1 * x1 - x0 * x0,
-                x1 * y1 - x0 * y0,
-                0.0,
-                0.0,
-                0.0,
-            )
         metrics = self.config.metrics
         numerator, denominator = metrics[str(metric.numerator)], metrics[str(metric.denominator)]
 

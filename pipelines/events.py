@@ -6,8 +6,9 @@ import json
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
+import msgspec
 import orjson
 
 from config.catalog import Catalog
@@ -79,9 +80,12 @@ def _string(obj: dict[str, Any], name: str) -> str:
 def _number(value: Any, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidEvent(f"bad_type:{name}", f"{name} must be a number")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond float range
+        number = math.inf
     if not math.isfinite(number):
-        raise InvalidEvent("non_finite_value", f"{name} is {value!r}")
+        raise InvalidEvent("non_finite_value", f"{name} is {value!r:.40}")
     return number
 
 
@@ -154,6 +158,67 @@ class Decoded:
     rejections: list[Rejection] = field(default_factory=list)
 
 
+NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
+
+
+class _WireExposure(msgspec.Struct, tag="exposure", tag_field="type"):
+    event_id: NonEmpty
+    ts: float | str
+    user_id: NonEmpty
+    experiment: NonEmpty
+    variant: NonEmpty
+
+
+class _WireMetric(msgspec.Struct, tag="metric", tag_field="type"):
+    event_id: NonEmpty
+    ts: float | str
+    user_id: NonEmpty
+    metric: NonEmpty
+    value: float | msgspec.UnsetType = msgspec.UNSET  # null is refused, as by validate_event
+
+
+_ENVELOPE = msgspec.json.Decoder(list[_WireExposure | _WireMetric])
+
+
+def _decode_valid_envelope(raw: bytes, index: CatalogIndex) -> list[Event] | None:
+    """An envelope whose every event is valid, typed in C (~3x faster than validate_event);
+    None when any event is not, so the per-event path can give each rejection its reason."""
+    try:
+        wire = _ENVELOPE.decode(raw)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
+    events: list[Event] = []
+    append = events.append
+    variants, kinds = index.variants, index.metric_kinds
+    for item in wire:
+        if isinstance(item.ts, str):
+            try:
+                ts = parse_timestamp(item.ts)
+            except InvalidEvent:
+                return None
+        elif math.isfinite(item.ts):
+            ts = item.ts
+        else:
+            return None
+        if isinstance(item, _WireExposure):
+            known = variants.get(item.experiment)
+            if known is None or item.variant not in known:
+                return None
+            append(Exposure(item.event_id, ts, item.user_id, item.experiment, item.variant))
+            continue
+        kind, value = kinds.get(item.metric), item.value
+        if kind is None:
+            return None
+        if value is msgspec.UNSET:
+            if kind == "sum":
+                return None
+            value = 1.0
+        elif not math.isfinite(value):
+            return None
+        append(MetricEvent(item.event_id, ts, item.user_id, item.metric, value))
+    return events
+
+
 def decode_message(raw: bytes, index: CatalogIndex) -> Decoded:
     """One Kafka message: a single event object or a batch envelope (a JSON array of events)."""
     decoded = Decoded()
@@ -162,6 +227,11 @@ def decode_message(raw: bytes, index: CatalogIndex) -> Decoded:
             Rejection("too_large", f"{len(raw)} bytes > {MAX_ENVELOPE_BYTES}", raw)
         )
         return decoded
+    if raw[:1] == b"[":
+        valid = _decode_valid_envelope(raw, index)
+        if valid is not None:
+            decoded.events = valid
+            return decoded
     try:
         payload = _loads(raw)
     except InvalidEvent as invalid:

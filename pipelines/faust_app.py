@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+import tempfile
+from pathlib import Path
 
 import faust
 
@@ -16,12 +17,16 @@ def make_app(
     single_record_batches: bool = False,
 ) -> faust.App:
     """A Faust app bound to loopback-safe settings; ``broker_url`` is ``host:port[,host:port]``."""
-    extra: dict[str, Any] = {"producer_max_batch_size": 1} if single_record_batches else {}
+    # Tansu reports wrong end offsets unless every record is its own batch (NOTES.md);
+    # elsewhere a changelog batch holds a whole envelope's users (worker.py).
+    batch_size = 1 if single_record_batches else 512 * 1024
     return faust.App(
         app_id,
         broker=[f"kafka://{server}" for server in broker_url.split(",")],
         topic_partitions=partitions,
         store="memory://",
+        # Faust makes a data directory even for memory stores: keep it out of the cwd.
+        datadir=Path(tempfile.gettempdir()) / "xpstream-faust",
         web_enabled=False,
         web_bind="127.0.0.1",
         # Joins take ~session_timeout/2: short timeouts make workers ready in seconds.
@@ -32,6 +37,5 @@ def make_app(
         producer_max_request_size=4 * 1024 * 1024,
         consumer_max_fetch_size=4 * 1024 * 1024,
         processing_guarantee="exactly_once" if exactly_once else "at_least_once",
-        # Tansu reports wrong end offsets unless every record is its own batch (NOTES.md).
-        **extra,
+        producer_max_batch_size=batch_size,
     )

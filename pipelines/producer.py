@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
+import numpy as np
+import numpy.typing as npt
 import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
@@ -17,6 +19,40 @@ ENVELOPE_EVENTS = 500
 def partition_for(user_id: str, partitions: int) -> int:
     """The partition Kafka's default (Java) partitioner gives the key ``user_id``."""
     return (murmur2(user_id.encode()) & 0x7FFFFFFF) % partitions
+
+
+MURMUR_M = np.uint32(0x5BD1E995)
+
+
+def murmur2_many(keys: Sequence[bytes]) -> npt.NDArray[np.uint32]:
+    """Kafka's murmur2 (the Java client's, as aiokafka.partitioner.murmur2) of many keys at
+    once, one numpy step per 4-byte block: the pure-Python one costs ~10 µs a key."""
+    lengths = np.fromiter(map(len, keys), dtype=np.int64, count=len(keys))
+    blocks = (int(lengths.max()) + 3) // 4 if len(keys) else 0
+    padded = np.zeros((len(keys), max(blocks, 1) * 4), dtype=np.uint8)
+    padded[np.arange(padded.shape[1])[None, :] < lengths[:, None]] = np.frombuffer(
+        b"".join(keys), dtype=np.uint8
+    )
+    words = padded.view("<u4")  # zero padding makes a short tail's word its XOR term
+    full = lengths // 4
+    h = np.uint32(0x9747B28C) ^ lengths.astype(np.uint32)
+    for i in range(blocks):
+        k = words[:, i] * MURMUR_M
+        k ^= k >> np.uint32(24)
+        k *= MURMUR_M
+        h = np.where(i < full, (h * MURMUR_M) ^ k, h)
+    tail = words[np.arange(len(keys)), np.minimum(full, words.shape[1] - 1)]
+    h = np.where(lengths % 4 > 0, (h ^ tail) * MURMUR_M, h)
+    h ^= h >> np.uint32(13)
+    h *= MURMUR_M
+    h ^= h >> np.uint32(15)
+    return h
+
+
+def partitions_for(user_ids: Sequence[str], partitions: int) -> list[int]:
+    """:func:`partition_for` of many users."""
+    hashes = murmur2_many([user.encode() for user in user_ids])
+    return ((hashes & np.uint32(0x7FFFFFFF)) % np.uint32(partitions)).tolist()
 
 
 def user_of(raw: bytes) -> str | None:

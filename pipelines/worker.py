@@ -13,19 +13,22 @@ import base64
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 import faust
+import numpy as np
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from sqlalchemy import Engine
 
 from config.settings import Settings
 from pipelines.attribution import Aggregates, AttributionConfig, UserAttribution
 from pipelines.events import CatalogIndex, Event, Exposure, Rejection, decode_message
 from pipelines.faust_app import make_app
-from pipelines.producer import partition_for
+from pipelines.producer import murmur2_many, partitions_for
 from sinks.sql.store import WINDOW_STATS, flush_partition_state, load_catalog
 
 log = logging.getLogger(__name__)
@@ -74,6 +77,7 @@ class Pipeline:
     full_flush: bool = True
     verified: set[int] = field(default_factory=set)  # partitions whose state is checked
     broker_url: str = ""
+    single_record_batches: bool = False
 
     # --- catalog -----------------------------------------------------------------------
 
@@ -92,10 +96,23 @@ class Pipeline:
         again"), and the partition would then restart from empty state."""
         if partition in self.verified:
             return
-        for table in (self.aggregates, self.users):
-            await restore_changelog(self.broker_url, table, partition)
+        await restore_changelogs(self.broker_url, (self.aggregates, self.users), partition)
         self.full_flush = True  # restored rows are flushed too, not only touched ones
         self.verified.add(partition)
+
+    def forget(self, partitions: set[int]) -> None:
+        """Drop revoked partitions' keys from memory: they may hold writes of a transaction
+        Faust aborts on rebalance, which no committed changelog has (re-read on reassignment)."""
+        self.verified -= partitions
+        aggregates = store_dict(self.aggregates)
+        for key in [k for k in aggregates if int(k.rsplit(SEP.encode(), 1)[1]) in partitions]:
+            del aggregates[key]
+        users = store_dict(self.users)
+        keys = list(users)
+        homes = (murmur2_many(keys) & np.uint32(0x7FFFFFFF)) % np.uint32(self.settings.partitions)
+        for key, home in zip(keys, homes.tolist(), strict=True):
+            if home in partitions:
+                del users[key]
 
     async def handle(self, partition: int, offset: int, raw: bytes) -> None:
         config = self.config
@@ -111,8 +128,10 @@ class Pipeline:
         for event in decoded.events:
             by_user[event.user_id].append(event)
         strays: dict[int, list[Event]] = defaultdict(list)
-        for user_id in list(by_user):  # murmur2 once per user, not per event
-            home = partition_for(user_id, self.settings.partitions)
+        users = list(by_user)
+        for user_id, home in zip(
+            users, partitions_for(users, self.settings.partitions), strict=True
+        ):
             if home != partition:
                 strays[home].extend(by_user.pop(user_id))
         for home, events in strays.items():
@@ -120,7 +139,7 @@ class Pipeline:
 
         attribution = UserAttribution(config, aggregates)
         user_writes = []
-        data = self.users.data
+        data = store_dict(self.users)
         for user_id, events in by_user.items():
             key = user_id.encode()
             previous = data.get(key)
@@ -132,20 +151,21 @@ class Pipeline:
             counters[("duplicates", "")] += duplicates
             counters[("applied", "")] += len(events) - duplicates
             user_writes.append((key, orjson.dumps(state)))
-        # Aggregates are durable before user states: a crash in between replays the users,
-        # and the offset in each aggregate key keeps the replayed deltas from counting twice.
+        # Without transactions, aggregates are durable before user states: a crash in between
+        # replays the users, and the offset in each aggregate key keeps the replayed deltas
+        # from counting twice. A transaction makes both durable together, so nothing waits.
         await self.write(
             self.aggregates,
             partition,
             self._aggregate_writes(aggregates, partition, offset),
-            wait=True,
+            wait=not self.app.in_transaction,
         )
         await self.write(self.users, partition, user_writes)
 
     def _aggregate_writes(
         self, aggregates: Aggregates, partition: int, offset: int
     ) -> list[tuple[bytes, bytes]]:
-        data = self.aggregates.data
+        data = store_dict(self.aggregates)
         writes = []
         for (experiment, variant, metric, window), delta in aggregates.windows.items():
             key = window_key(experiment, variant, metric, window, partition)
@@ -177,21 +197,53 @@ class Pipeline:
         with ``wait``, return only once the broker has acknowledged every record."""
         if not items:
             return
-        data = table.data
-        topic = table.changelog_topic.get_topic_name()
-        producer = await self.app.maybe_start_producer()
-        acks = []
+        data = store_dict(table)
         for key, value in items:
             data[key] = value
-            acks.append(
-                await producer.send(
-                    topic, key, value, partition=partition, timestamp=None, headers=None
-                )
-            )
+        acks = await self.send_records(table.changelog_topic.get_topic_name(), partition, items)
         if wait:
             await asyncio.gather(*acks)
         if table is self.aggregates:
             self.dirty.update(key for key, _ in items)
+
+    async def send_records(
+        self, topic: str, partition: int, items: list[tuple[bytes, bytes]]
+    ) -> list[Any]:
+        """Changelog records as whole record batches: one append each instead of one
+        ``send`` coroutine per record, which costs more than the rest of the work."""
+        if self.single_record_batches:  # Tansu: every record its own batch (NOTES.md)
+            producer = await self.app.maybe_start_producer()
+            return [
+                await producer.send(topic, k, v, partition=partition, timestamp=None, headers=None)
+                for k, v in items
+            ]
+        producer, transaction_lock = self.kafka_producer(topic, partition)
+        acks = []
+        async with transaction_lock:  # Faust commits under it: no batch lands mid-commit
+            batch = producer.create_batch()
+            for key, value in items:
+                if batch.append(key=key, value=value, timestamp=None) is None:
+                    acks.append(await producer.send_batch(batch, topic, partition=partition))
+                    batch = producer.create_batch()
+                    batch.append(key=key, value=value, timestamp=None)
+            acks.append(await producer.send_batch(batch, topic, partition=partition))
+        return acks
+
+    def kafka_producer(
+        self, topic: str, partition: int
+    ) -> tuple[AIOKafkaProducer, AbstractAsyncContextManager[Any]]:
+        """The aiokafka producer Faust would send this record with, and the lock Faust holds
+        while it commits: under exactly-once, the partition's transactional producer (Faust's
+        naming), so the batch joins the transaction of the message that caused it."""
+        producer = self.app.producer
+        if not self.app.in_transaction:
+            return producer._ensure_producer(), nullcontext()  # type: ignore[attr-defined]
+        group = self.app.assignor.group_for_topic(topic)
+        tid = f"{self.app.conf.id}-{group}-{partition}"
+        return (
+            producer._transaction_producers[tid],  # type: ignore[attr-defined]
+            producer._trn_locks[tid],  # type: ignore[attr-defined]
+        )
 
     async def dead_letter(self, rejection: Rejection, partition: int, offset: int) -> None:
         try:
@@ -224,7 +276,7 @@ class Pipeline:
 
     async def flush(self) -> None:
         """Upsert absolute rows of the partitions this worker owns into SQL."""
-        data = self.aggregates.data
+        data = store_dict(self.aggregates)
         if self.full_flush:
             keys, self.full_flush = set(data.keys()), False
         else:
@@ -280,27 +332,37 @@ class Pipeline:
         await asyncio.to_thread(self.reload_catalog)
 
 
-async def restore_changelog(broker_url: str, table: Any, partition: int) -> None:
-    """Read one changelog partition from its start to its end into the table's store."""
-    tp = TopicPartition(table.changelog_topic.get_topic_name(), partition)
+async def restore_changelogs(broker_url: str, tables: Sequence[Any], partition: int) -> None:
+    """Read one partition of each table's changelog from its start to its end into its store
+    (committed records only, as exactly-once recovery must)."""
+    tps = {TopicPartition(t.changelog_topic.get_topic_name(), partition): t for t in tables}
     consumer = AIOKafkaConsumer(
         bootstrap_servers=broker_url, enable_auto_commit=False, isolation_level="read_committed"
     )
     await consumer.start()
     try:
-        consumer.assign([tp])
-        await consumer.seek_to_beginning(tp)
-        end = (await consumer.end_offsets([tp]))[tp]
-        data = table.data
-        while await consumer.position(tp) < end:
-            batches = await consumer.getmany(tp, timeout_ms=1000, max_records=5000)
-            for message in batches.get(tp, []):
-                if message.value is None:
-                    data.pop(message.key, None)
-                else:
-                    data[message.key] = message.value
+        consumer.assign(list(tps))
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(list(tps))
+        pending = {tp for tp, end in ends.items() if await consumer.position(tp) < end}
+        while pending:
+            batches = await consumer.getmany(*pending, timeout_ms=1000, max_records=10_000)
+            for tp, messages in batches.items():
+                data = store_dict(tps[tp])
+                for message in messages:
+                    if message.value is None:
+                        data.pop(message.key, None)
+                    else:
+                        data[message.key] = message.value
+            pending = {tp for tp in pending if await consumer.position(tp) < ends[tp]}
     finally:
         await consumer.stop()
+
+
+def store_dict(table: Any) -> dict[bytes, bytes]:
+    """A memory-store table's own dict: the store's mapping methods are Python-level layers
+    that cost more than the lookups themselves."""
+    return table.data.data
 
 
 def _envelope(events: list[Event]) -> bytes:
@@ -322,12 +384,13 @@ def build_pipeline(
     """A Faust app with the pipeline's topics, tables, agent, flush timer and signals."""
     topics = Topics.of(settings.namespace)
     tansu = settings.kafka_flavor == "tansu"
+    single = tansu if single_record_batches is None else single_record_batches
     app = make_app(
         app_id or settings.namespace,
         broker_url,
         settings.partitions,
         exactly_once=settings.exactly_once and not tansu,
-        single_record_batches=tansu if single_record_batches is None else single_record_batches,
+        single_record_batches=single,
     )
     events_topic = app.topic(
         topics.events, value_serializer="raw", key_serializer="raw", partitions=settings.partitions
@@ -349,6 +412,7 @@ def build_pipeline(
         events_topic,
         dead_letter_topic,
         broker_url=broker_url,
+        single_record_batches=single,
     )
     pipeline.reload_catalog()
 
@@ -369,7 +433,7 @@ def build_pipeline(
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def before_revoke(sender: Any, revoked: Any, **_: Any) -> None:
         await pipeline.flush()
-        pipeline.verified -= {tp.partition for tp in revoked if tp.topic == topics.events}
+        pipeline.forget({tp.partition for tp in revoked if tp.topic == topics.events})
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def before_shutdown(sender: Any, **_: Any) -> None:

@@ -6,6 +6,8 @@ import calendar
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from jobs.simulate import demo_catalog
 from pipelines.events import CatalogIndex, Exposure, MetricEvent, decode_message
@@ -55,6 +57,7 @@ def test_good_events_and_rfc3339_time() -> None:
         ({"metric": "clicks"}, "unknown_metric"),
         ({"metric": "aov"}, "unknown_metric"),
         ({"value": None}, "missing_field:value"),
+        ({"value": 10**400}, "non_finite_value"),
     ],
 )
 def test_each_rejection_reason(change: dict[str, object], reason: str) -> None:
@@ -87,3 +90,53 @@ def test_count_metrics_may_omit_the_value() -> None:
     event = {k: v for k, v in GOOD_METRIC.items() if k != "value"} | {"metric": "errors"}
     (decoded,) = decode_message(json.dumps(event).encode(), INDEX).events
     assert isinstance(decoded, MetricEvent) and decoded.value == 1.0
+
+
+VALID_CHANGES: list[dict[str, object]] = [
+    {},
+    {"ts": 1764237600},
+    {"ts": "2026-11-27T10:00:00.250+01:00"},
+    {"value": 3},
+    {"metric": "errors", "value": None},
+    {"metric": "purchase"},
+    {"app": "ios", "type": "metric"},
+]
+INVALID_CHANGES: list[dict[str, object]] = [
+    {"type": "click"},
+    {"user_id": ""},
+    {"event_id": 5},
+    {"value": True},
+    {"value": 10**400},
+    {"ts": "yesterday"},
+    {"metric": "aov"},
+]
+
+
+def _event(number: int, change: dict[str, object], exposure: bool) -> dict[str, object]:
+    base = GOOD_EXPOSURE if exposure and not change else GOOD_METRIC
+    event = {k: v for k, v in {**base, **change}.items() if v is not None}
+    return event | {"event_id": f"x{number}"} if "event_id" not in change else event
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(VALID_CHANGES + INVALID_CHANGES), st.booleans(), st.booleans()),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_an_envelope_decodes_as_its_events_one_by_one(
+    members: list[tuple[dict[str, object], bool, bool]],
+) -> None:
+    """Oracle: each member sent alone, which always takes the per-event validator."""
+    events = []
+    for number, (change, exposure, flip) in enumerate(members):
+        event = _event(number, change, exposure)
+        events.append(dict(reversed(event.items())) if flip else event)
+    envelope = decode_message(json.dumps(events).encode(), INDEX)
+    alone = [decode_message(json.dumps(event).encode(), INDEX) for event in events]
+    assert envelope.events == [e for one in alone for e in one.events]
+    assert [r.reason for r in envelope.rejections] == [
+        r.reason for one in alone for r in one.rejections
+    ]
