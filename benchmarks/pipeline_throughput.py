@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -21,17 +24,16 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from config.settings import Settings
-from jobs.replay import wait_until_flushed
 from jobs.simulate import demo_catalog
 from pipelines.attribution import Aggregates, AttributionConfig, UserAttribution
 from pipelines.embedded_broker import EmbeddedBroker
 from pipelines.events import CatalogIndex, decode_message
 from pipelines.faust_app import make_app
-from pipelines.producer import send_envelopes
+from pipelines.producer import envelopes, send_envelopes
 from pipelines.topics import ensure_topics
-from pipelines.worker import Topics, build_pipeline
+from pipelines.worker import Topics
 from sinks.sql.migrate import upgrade_to_head
-from sinks.sql.store import make_engine, save_catalog
+from sinks.sql.store import flushed_offsets, make_engine, save_catalog
 from stats.assignment import assign
 
 PARTITIONS = 4
@@ -116,27 +118,54 @@ async def ceiling(bootstrap: str, topic: str, total: int) -> float:
     return total / (time.perf_counter() - (started or time.perf_counter()))
 
 
-async def pipeline_rate(
-    settings: Settings, bootstrap: str, lines: list[bytes], database: str
-) -> float:
-    engine = make_engine(database)
-    topics = Topics.of(settings.namespace)
-    await ensure_topics(bootstrap, {topics.events: PARTITIONS, topics.dead_letter: 1})
-    targets = await produce(bootstrap, topics.events, lines, envelope=True)
-    pipeline = build_pipeline(settings, bootstrap, engine)
-    first_flush: list[float] = []
+def events_per_envelope(lines: list[bytes]) -> dict[int, list[int]]:
+    """Events in each envelope, by partition, in offset order (a fresh topic starts at 0)."""
+    sizes: dict[int, list[int]] = {}
+    for partition, envelope in envelopes(lines, PARTITIONS):
+        assert partition is not None
+        sizes.setdefault(partition, []).append(len(orjson.loads(envelope)))
+    return sizes
 
-    def progress(done: int, total: int) -> None:
-        if done and not first_flush:
-            first_flush.append(time.perf_counter())  # the group is joined: start the clock
 
-    await pipeline.app.start()
+async def pipeline_rate(settings: Settings, bootstrap: str, lines: list[bytes]) -> float:
+    """`xpstream run --only workers` as deployed (a faust.Worker, so exactly-once applies on
+    Apache Kafka), on a topic filled beforehand: events flushed to SQL per second, counted
+    from the first flush (the group is joined) to the last."""
+    engine = make_engine(settings.database_url)
+    topic = Topics.of(settings.namespace).events
+    await ensure_topics(bootstrap, Topics.of(settings.namespace).layout(PARTITIONS))
+    targets = await produce(bootstrap, topic, lines, envelope=True)
+    sizes = events_per_envelope(lines)
+    env = {
+        **os.environ,
+        "XPSTREAM_KAFKA_URL": bootstrap,
+        "XPSTREAM_KAFKA_FLAVOR": settings.kafka_flavor,
+        "XPSTREAM_NAMESPACE": settings.namespace,
+        "XPSTREAM_DATABASE_URL": settings.database_url,
+        "XPSTREAM_PARTITIONS": str(PARTITIONS),
+        "XPSTREAM_FLUSH_SECONDS": str(settings.flush_seconds),
+    }
+    xpstream = Path(sys.executable).with_name("xpstream")
+    worker = subprocess.Popen(
+        [str(xpstream), "run", "--only", "workers"], env=env, stderr=subprocess.DEVNULL
+    )
     try:
-        await wait_until_flushed(engine, topics.events, targets, timeout=1800, progress=progress)
+        started: tuple[float, int] | None = None
+        deadline = time.monotonic() + 1800
+        while time.monotonic() < deadline:
+            flushed = flushed_offsets(engine, topic)
+            if flushed and started is None:
+                done = sum(sum(sizes[p][: offset + 1]) for p, offset in flushed.items())
+                started = (time.perf_counter(), done)
+            if all(flushed.get(p, -1) >= last for p, last in targets.items()):
+                assert started is not None
+                return (len(lines) - started[1]) / (time.perf_counter() - started[0])
+            time.sleep(0.05)
+        raise TimeoutError("the worker did not flush every event")
     finally:
-        elapsed = time.perf_counter() - first_flush[0]
-        await pipeline.app.stop()
-    return len(lines) / elapsed
+        worker.terminate()
+        worker.wait(timeout=60)
+        engine.dispose()
 
 
 async def naive_rate(settings: Settings, bootstrap: str, lines: list[bytes]) -> float:
@@ -202,9 +231,10 @@ async def main_async(args: argparse.Namespace, bootstrap: str, flavor: str) -> N
     lines = synthetic_events(args.events)
     print(
         f"broker: {flavor} at {bootstrap}; {len(lines)} events in envelopes of 500, "
-        f"{PARTITIONS} partitions, one worker process"
+        f"{PARTITIONS} partitions, one worker process, "
+        + ("exactly-once" if flavor == "apache" else "at-least-once (no transactions)")
     )
-    pipeline = await pipeline_rate(settings, bootstrap, lines, database)
+    pipeline = await pipeline_rate(settings, bootstrap, lines)
     top = await ceiling(bootstrap, Topics.of(settings.namespace).events, len(lines))
     naive = await naive_rate(settings, bootstrap, lines[: args.naive_events])
     print(f"ceiling (aiokafka getmany + JSON decode): {top:10.0f} events/s")

@@ -96,9 +96,11 @@ class Pipeline:
         again"), and the partition would then restart from empty state."""
         if partition in self.verified:
             return
-        await restore_changelogs(self.broker_url, (self.aggregates, self.users), partition)
+        # Every assigned partition at once: one consumer, one metadata wait, not one each.
+        partitions = (self.assigned_partitions() | {partition}) - self.verified
+        await restore_changelogs(self.broker_url, (self.aggregates, self.users), partitions)
         self.full_flush = True  # restored rows are flushed too, not only touched ones
-        self.verified.add(partition)
+        self.verified |= partitions
 
     def forget(self, partitions: set[int]) -> None:
         """Drop revoked partitions' keys from memory: they may hold writes of a transaction
@@ -332,10 +334,12 @@ class Pipeline:
         await asyncio.to_thread(self.reload_catalog)
 
 
-async def restore_changelogs(broker_url: str, tables: Sequence[Any], partition: int) -> None:
-    """Read one partition of each table's changelog from its start to its end into its store
+async def restore_changelogs(broker_url: str, tables: Sequence[Any], partitions: set[int]) -> None:
+    """Read partitions of each table's changelog from their start to their end into its store
     (committed records only, as exactly-once recovery must)."""
-    tps = {TopicPartition(t.changelog_topic.get_topic_name(), partition): t for t in tables}
+    tps = {
+        TopicPartition(t.changelog_topic.get_topic_name(), p): t for t in tables for p in partitions
+    }
     consumer = AIOKafkaConsumer(
         bootstrap_servers=broker_url, enable_auto_commit=False, isolation_level="read_committed"
     )
