@@ -1,6 +1,6 @@
 """Per-user attribution (DESIGN.md §5) and deltas of sufficient statistics (§3), no I/O.
 
-A user's state is a plain JSON-able dict so it can live in a Faust table:
+A user's state is a plain dict (MessagePack in its Faust table):
 ``ids`` recent event ids, ``exp`` {experiment: [variant, t_e]}, ``xo`` experiments with a
 crossover, ``raw`` {experiment: {metric: [y_raw, x_raw]}} for event metrics, ``buf`` recent
 metric events [ts, metric, value] for exposures still to come, ``hi`` the newest event time.

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import faust
+import msgspec
 import numpy as np
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -33,6 +34,9 @@ from sinks.sql.store import WINDOW_STATS, flush_partition_state, load_catalog
 
 log = logging.getLogger(__name__)
 SEP = "\x1f"
+# User states are MessagePack: binary floats decode ~2x faster than JSON's decimal ones.
+pack_state = msgspec.msgpack.Encoder().encode
+unpack_state = msgspec.msgpack.Decoder(dict[str, Any]).decode
 STAT_COUNT = len(WINDOW_STATS)
 
 
@@ -145,14 +149,14 @@ class Pipeline:
         for user_id, events in by_user.items():
             key = user_id.encode()
             previous = data.get(key)
-            state = orjson.loads(previous) if previous is not None else None
+            state = unpack_state(previous) if previous is not None else None
             if state is not None and state.get("off", -1) >= offset:
                 continue  # redelivered after a crash: this user already has this message
             state, duplicates = attribution.apply(state, events)
             state["off"] = offset
             counters[("duplicates", "")] += duplicates
             counters[("applied", "")] += len(events) - duplicates
-            user_writes.append((key, orjson.dumps(state)))
+            user_writes.append((key, pack_state(state)))
         # Without transactions, aggregates are durable before user states: a crash in between
         # replays the users, and the offset in each aggregate key keeps the replayed deltas
         # from counting twice. A transaction makes both durable together, so nothing waits.

@@ -1,5 +1,7 @@
-"""Separate worker processes: two in one consumer group, and SIGKILL + restart mid-stream.
-Totals must equal the pandas ground truth exactly, on Apache Kafka and on Tansu."""
+"""Separate worker processes on Apache Kafka with exactly-once: a second worker joining the
+group mid-stream, and SIGKILL + restart at several points. Totals must equal the pandas ground
+truth exactly. (Tansu has no transactions: benchmarks/tansu_sigkill.py measures what a SIGKILL
+double-counts there.)"""
 
 from __future__ import annotations
 
@@ -21,10 +23,6 @@ from tests.conftest import Broker
 from tests.pipeline.conftest import XPSTREAM, load_catalog, pipeline_env
 from tests.pipeline.generate import CATALOG, EventFile, generate
 from tests.pipeline.test_ground_truth import check_against_ground_truth
-
-# Rebalances between worker processes hit a faust-streaming recovery defect (README,
-# "Exactness"): these reproductions are not yet reliably exact, so `make test` leaves them out.
-pytestmark = pytest.mark.workers
 
 
 @pytest.fixture(scope="module")
@@ -71,18 +69,32 @@ def wait_flushed(
     raise AssertionError(f"not flushed in time: {flushed_offsets(engine, topic)} < {targets}")
 
 
-def test_two_workers_in_one_group_equal_ground_truth(
-    kafka_broker: Broker, small_file: EventFile, tmp_path: Path
+def chunks_of(event_file: EventFile, count: int) -> list[list[bytes]]:
+    """Contiguous chunks keep arrival order = file order, which the ground truth follows."""
+    lines = [line.encode() for line in event_file.lines]
+    size = len(lines) // count + 1
+    return [lines[i : i + size] for i in range(0, len(lines), size)]
+
+
+def test_a_second_worker_joining_mid_stream_gives_the_same_totals(
+    apache_kafka: Broker, small_file: EventFile, tmp_path: Path
 ) -> None:
+    """The join moves partitions, with their state, from the first worker to the second."""
     database = f"sqlite:///{tmp_path}/xp.db"
-    env = pipeline_env(kafka_broker, database)
+    env = pipeline_env(apache_kafka, database)
     load_catalog(env, CATALOG, tmp_path)
-    workers = [start_worker(env, tmp_path / f"worker{i}.log") for i in range(2)]
+    workers = [start_worker(env, tmp_path / "worker0.log")]
     engine = sa.create_engine(database)
+    targets: dict[int, int] = {}
     try:
-        time.sleep(6)  # both join the group before traffic arrives
-        lines = [line.encode() for line in small_file.lines]
-        targets = produce(env, lines)
+        time.sleep(5)
+        for number, chunk in enumerate(chunks_of(small_file, 4)):
+            for partition, offset in produce(env, chunk).items():
+                targets[partition] = max(targets.get(partition, -1), offset)
+            if number == 1:
+                wait_flushed(engine, env, targets)  # the first worker holds state to hand over
+                workers.append(start_worker(env, tmp_path / "worker1.log"))
+                time.sleep(4)  # the rebalance is under way while the next chunks arrive
         wait_flushed(engine, env, targets)
         assert all(w.poll() is None for w in workers), "a worker died"
         check_against_ground_truth(engine, small_file)
@@ -92,28 +104,32 @@ def test_two_workers_in_one_group_equal_ground_truth(
         engine.dispose()
 
 
-@pytest.mark.parametrize("kill_after_chunks", [1, 3])
+@pytest.mark.parametrize(
+    ("kill_after_chunks", "delay"),
+    [(0, 0.2), (1, 0.7), (3, 1.3)],
+    ids=["early-mid-envelope", "between-commits", "late-after-a-commit"],
+)
 def test_sigkill_and_restart_is_exact(
-    kafka_broker: Broker, small_file: EventFile, tmp_path: Path, kill_after_chunks: int
+    apache_kafka: Broker,
+    small_file: EventFile,
+    tmp_path: Path,
+    kill_after_chunks: int,
+    delay: float,
 ) -> None:
     database = f"sqlite:///{tmp_path}/xp.db"
-    env = pipeline_env(kafka_broker, database)
+    env = pipeline_env(apache_kafka, database)
     load_catalog(env, CATALOG, tmp_path)
     log = tmp_path / "worker.log"
     worker = start_worker(env, log)
     engine = sa.create_engine(database)
-    lines = [line.encode() for line in small_file.lines]
-    # Contiguous chunks keep arrival order = file order, which the ground truth follows.
-    size = len(lines) // 5 + 1
-    chunks = [lines[i : i + size] for i in range(0, len(lines), size)]
     targets: dict[int, int] = {}
     try:
         time.sleep(5)
-        for number, chunk in enumerate(chunks):
+        for number, chunk in enumerate(chunks_of(small_file, 5)):
             for partition, offset in produce(env, chunk).items():
                 targets[partition] = max(targets.get(partition, -1), offset)
             if number == kill_after_chunks:
-                time.sleep(0.7)  # mid-processing, between flushes and commits
+                time.sleep(delay)  # mid-processing, between flushes and commits
                 stop(worker, signal.SIGKILL)
                 worker = start_worker(env, log)
         wait_flushed(engine, env, targets, timeout=240)
