@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-workers lint install clean
+.PHONY: demo test lint install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,9 +19,6 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest
-
-test-workers: $(STAMP)
-	$(BIN)/pytest -m workers tests/pipeline/test_workers.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -3,7 +3,7 @@ Faust agent that takes one event per message with a table update per event; same
 run. Prints events/s of each and the ratios.
 
 Run: .venv/bin/python benchmarks/pipeline_throughput.py [--broker kafka|tansu]
-     [--events 500000] [--naive-events 30000]
+     [--events 500000] [--naive-events 30000] [--envelope-events 500]
 """
 
 from __future__ import annotations
@@ -69,7 +69,9 @@ def synthetic_events(count: int, users: int = 50_000, seed: int = 1) -> list[byt
     return lines
 
 
-async def produce(bootstrap: str, topic: str, lines: list[bytes], envelope: bool) -> dict[int, int]:
+async def produce(
+    bootstrap: str, topic: str, lines: list[bytes], per_envelope: int | None
+) -> dict[int, int]:
     """Send and wait for acknowledgement; with envelopes, returns the last offset per partition."""
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
@@ -79,8 +81,8 @@ async def produce(bootstrap: str, topic: str, lines: list[bytes], envelope: bool
     )
     await producer.start()
     try:
-        if envelope:
-            return await send_envelopes(producer, topic, lines, PARTITIONS)
+        if per_envelope:
+            return await send_envelopes(producer, topic, lines, PARTITIONS, per_envelope)
         futures = [
             await producer.send(topic, line, key=orjson.loads(line)["user_id"].encode())
             for line in lines
@@ -118,24 +120,26 @@ async def ceiling(bootstrap: str, topic: str, total: int) -> float:
     return total / (time.perf_counter() - (started or time.perf_counter()))
 
 
-def events_per_envelope(lines: list[bytes]) -> dict[int, list[int]]:
+def events_per_envelope(lines: list[bytes], per_envelope: int) -> dict[int, list[int]]:
     """Events in each envelope, by partition, in offset order (a fresh topic starts at 0)."""
     sizes: dict[int, list[int]] = {}
-    for partition, envelope in envelopes(lines, PARTITIONS):
+    for partition, envelope in envelopes(lines, PARTITIONS, per_envelope):
         assert partition is not None
         sizes.setdefault(partition, []).append(len(orjson.loads(envelope)))
     return sizes
 
 
-async def pipeline_rate(settings: Settings, bootstrap: str, lines: list[bytes]) -> float:
+async def pipeline_rate(
+    settings: Settings, bootstrap: str, lines: list[bytes], per_envelope: int
+) -> float:
     """`xpstream run --only workers` as deployed (a faust.Worker, so exactly-once applies on
     Apache Kafka), on a topic filled beforehand: events flushed to SQL per second, counted
     from the first flush (the group is joined) to the last."""
     engine = make_engine(settings.database_url)
     topic = Topics.of(settings.namespace).events
     await ensure_topics(bootstrap, Topics.of(settings.namespace).layout(PARTITIONS))
-    targets = await produce(bootstrap, topic, lines, envelope=True)
-    sizes = events_per_envelope(lines)
+    targets = await produce(bootstrap, topic, lines, per_envelope)
+    sizes = events_per_envelope(lines, per_envelope)
     env = {
         **os.environ,
         "XPSTREAM_KAFKA_URL": bootstrap,
@@ -172,7 +176,7 @@ async def naive_rate(settings: Settings, bootstrap: str, lines: list[bytes]) -> 
     """One event per message, decoded, attributed and written to a table per event."""
     topic = f"naive-{uuid.uuid4().hex[:8]}"
     await ensure_topics(bootstrap, {topic: PARTITIONS})
-    await produce(bootstrap, topic, lines, envelope=False)
+    await produce(bootstrap, topic, lines, None)
     catalog = demo_catalog()
     config = AttributionConfig.of(catalog, settings.window_seconds, 14 * 86400)
     index = CatalogIndex.of(catalog)
@@ -230,11 +234,11 @@ async def main_async(args: argparse.Namespace, bootstrap: str, flavor: str) -> N
     )
     lines = synthetic_events(args.events)
     print(
-        f"broker: {flavor} at {bootstrap}; {len(lines)} events in envelopes of 500, "
-        f"{PARTITIONS} partitions, one worker process, "
+        f"broker: {flavor} at {bootstrap}; {len(lines)} events in envelopes of "
+        f"{args.envelope_events}, {PARTITIONS} partitions, one worker process, "
         + ("exactly-once" if flavor == "apache" else "at-least-once (no transactions)")
     )
-    pipeline = await pipeline_rate(settings, bootstrap, lines)
+    pipeline = await pipeline_rate(settings, bootstrap, lines, args.envelope_events)
     top = await ceiling(bootstrap, Topics.of(settings.namespace).events, len(lines))
     naive = await naive_rate(settings, bootstrap, lines[: args.naive_events])
     print(f"ceiling (aiokafka getmany + JSON decode): {top:10.0f} events/s")
@@ -252,6 +256,7 @@ def main() -> None:
     parser.add_argument("--broker", choices=("kafka", "tansu"), default="kafka")
     parser.add_argument("--events", type=int, default=500_000)
     parser.add_argument("--naive-events", type=int, default=30_000)
+    parser.add_argument("--envelope-events", type=int, default=500)
     args = parser.parse_args()
     if args.broker == "tansu":
         with EmbeddedBroker() as broker:
