@@ -10,9 +10,7 @@ Run: PYTHONPATH=. .venv/bin/python benchmarks/tansu_sigkill.py [--users 2500]
 from __future__ import annotations
 
 import argparse
-import signal
 import tempfile
-import time
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -23,9 +21,8 @@ from tests.conftest import Broker
 from tests.pipeline.conftest import load_catalog, pipeline_env
 from tests.pipeline.generate import CATALOG, generate
 from tests.pipeline.ground_truth import STATS, ground_truth
-from tests.pipeline.test_workers import chunks_of, produce, start_worker, stop, wait_flushed
+from tests.pipeline.test_workers import KILL_POINTS, run_with_a_sigkill
 
-KILL_POINTS = [(0, 0.2), (1, 0.7), (3, 1.3)]  # (after chunk, seconds later)
 LOOKBACK = 14 * 86400.0
 
 
@@ -39,29 +36,19 @@ def main() -> None:
     print(f"{len(event_file.lines)} events, {unique} distinct good ones; Tansu, one worker")
     with EmbeddedBroker() as embedded:
         broker = Broker("tansu", embedded.url, transactions=False)
-        for after_chunk, delay in KILL_POINTS:
+        for kill_point, (after_chunk, delay) in KILL_POINTS.items():
             workdir = Path(tempfile.mkdtemp(prefix="xpstream-sigkill-"))
             database = f"sqlite:///{workdir}/xp.db"
             env = pipeline_env(broker, database)
             load_catalog(env, CATALOG, workdir)
-            worker = start_worker(env, workdir / "worker.log")
             engine = sa.create_engine(database)
-            targets: dict[int, int] = {}
             try:
-                time.sleep(5)
-                for number, chunk in enumerate(chunks_of(event_file, 5)):
-                    for partition, offset in produce(env, chunk).items():
-                        targets[partition] = max(targets.get(partition, -1), offset)
-                    if number == after_chunk:
-                        time.sleep(delay)
-                        stop(worker, signal.SIGKILL)
-                        worker = start_worker(env, workdir / "worker.log")
-                wait_flushed(engine, env, targets, timeout=300)
-                time.sleep(2)  # one more flush after the last offset
+                run_with_a_sigkill(
+                    env, event_file, workdir / "worker.log", engine, after_chunk, delay
+                )
                 arms = cumulative_arms(engine)
                 applied = sum(counter_totals(engine, "applied").values())
             finally:
-                stop(worker)
                 engine.dispose()
             cells = [(key, stat) for key in truth.index for stat in STATS]
             wrong = sum(
@@ -74,7 +61,7 @@ def main() -> None:
                 arms.get(key, {}).get("n", 0.0) - truth.loc[key, "n"] for key in truth.index
             )
             print(
-                f"kill after chunk {after_chunk} + {delay}s: applied events {applied:.0f} "
+                f"{kill_point} (after chunk {after_chunk} + {delay}s): applied {applied:.0f} "
                 f"({applied - unique:+.0f} vs distinct), cells off the ground truth "
                 f"{wrong}/{len(cells)}, n over all cells {extra_users:+.0f}"
             )

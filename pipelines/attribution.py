@@ -197,25 +197,17 @@ class UserAttribution:
     def _book_value(
         self, key: WindowKey, metric: Metric, slot: int, before: Any, after: list[float]
     ) -> None:
-        """The delta of a sum/count/conversion metric when one raw total (y or x) moved."""
-        if slot == 0:
-            y0, y1 = user_value(metric, before[0]), user_value(metric, after[0])
-            if y0 == y1:
-                return
-            x = user_value(metric, before[1])
-            row = self.aggregates.row(key)
-            row[1] += y1 - y0
-            row[2] += y1 * y1 - y0 * y0
-            row[5] += x * y1 - x * y0
+        """The delta of a sum/count/conversion metric when one raw total (y: slot 0, x: slot 1)
+        moved: its sum and square, and the cross term with the other, unchanged, value."""
+        v0, v1 = user_value(metric, before[slot]), user_value(metric, after[slot])
+        if v0 == v1:
             return
-        x0, x1 = user_value(metric, before[1]), user_value(metric, after[1])
-        if x0 == x1:
-            return
-        y = user_value(metric, before[0])
+        other = user_value(metric, before[1 - slot])
         row = self.aggregates.row(key)
-        row[3] += x1 - x0
-        row[4] += x1 * x1 - x0 * x0
-        row[5] += x1 * y - x0 * y
+        first = 1 if slot == 0 else 3  # sum, sum_sq for y; x_sum, x_sum_sq for x
+        row[first] += v1 - v0
+        row[first + 1] += v1 * v1 - v0 * v0
+        row[5] += v1 * other - v0 * other
 
     def _ratio_delta(
         self, metric: Metric, raw: dict[str, list[float]], changed: str, before: Any

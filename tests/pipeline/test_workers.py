@@ -104,28 +104,28 @@ def test_a_second_worker_joining_mid_stream_gives_the_same_totals(
         engine.dispose()
 
 
-@pytest.mark.parametrize(
-    ("kill_after_chunks", "delay"),
-    [(0, 0.2), (1, 0.7), (3, 1.3)],
-    ids=["early-mid-envelope", "between-commits", "late-after-a-commit"],
-)
-def test_sigkill_and_restart_is_exact(
-    apache_kafka: Broker,
-    small_file: EventFile,
-    tmp_path: Path,
+KILL_POINTS = {  # name → (after which of 5 chunks, seconds later)
+    "early-mid-envelope": (0, 0.2),
+    "between-commits": (1, 0.7),
+    "late-after-a-commit": (3, 1.3),
+}
+
+
+def run_with_a_sigkill(
+    env: dict[str, str],
+    event_file: EventFile,
+    log: Path,
+    engine: sa.Engine,
     kill_after_chunks: int,
     delay: float,
 ) -> None:
-    database = f"sqlite:///{tmp_path}/xp.db"
-    env = pipeline_env(apache_kafka, database)
-    load_catalog(env, CATALOG, tmp_path)
-    log = tmp_path / "worker.log"
+    """One worker; the file in 5 chunks; SIGKILL and a restart after one of them; returns
+    once every offset is flushed."""
     worker = start_worker(env, log)
-    engine = sa.create_engine(database)
     targets: dict[int, int] = {}
     try:
         time.sleep(5)
-        for number, chunk in enumerate(chunks_of(small_file, 5)):
+        for number, chunk in enumerate(chunks_of(event_file, 5)):
             for partition, offset in produce(env, chunk).items():
                 targets[partition] = max(targets.get(partition, -1), offset)
             if number == kill_after_chunks:
@@ -134,7 +134,22 @@ def test_sigkill_and_restart_is_exact(
                 worker = start_worker(env, log)
         wait_flushed(engine, env, targets, timeout=240)
         time.sleep(2)  # one more flush interval after the last offset
-        check_against_ground_truth(engine, small_file)
     finally:
         stop(worker)
+
+
+@pytest.mark.parametrize("kill_point", list(KILL_POINTS))
+def test_sigkill_and_restart_is_exact(
+    apache_kafka: Broker, small_file: EventFile, tmp_path: Path, kill_point: str
+) -> None:
+    database = f"sqlite:///{tmp_path}/xp.db"
+    env = pipeline_env(apache_kafka, database)
+    load_catalog(env, CATALOG, tmp_path)
+    engine = sa.create_engine(database)
+    try:
+        run_with_a_sigkill(
+            env, small_file, tmp_path / "worker.log", engine, *KILL_POINTS[kill_point]
+        )
+        check_against_ground_truth(engine, small_file)
+    finally:
         engine.dispose()
