@@ -143,7 +143,7 @@ async def end_to_end(users: int) -> None:
     topics = Topics.of(settings.namespace)
     with EmbeddedBroker(log_path=workdir / "tansu.log") as broker:
         await ensure_topics(broker.url, topics.layout(settings.partitions))
-        pipeline = build_pipeline(settings, broker.url, engine, single_record_batches=False)
+        pipeline = build_pipeline(settings, broker.url, engine)
         await pipeline.app.start()
         stop = asyncio.Event()
         analysis = asyncio.create_task(

@@ -42,9 +42,7 @@ async def _run_pipeline(
     """Workers, analyzer loop and alert publisher together, as `xpstream run` runs them."""
     topics = Topics.of(settings.namespace)
     await ensure_topics(bootstrap, topics.layout(settings.partitions))
-    # One worker on a fresh memory-only broker never recovers state, so Tansu's
-    # single-record-batch workaround (needed only for recovery) is off here.
-    pipeline = build_pipeline(settings, bootstrap, engine, single_record_batches=False)
+    pipeline = build_pipeline(settings, bootstrap, engine)
     timeline = DemoTimeline()
     await pipeline.app.start()
     stop = asyncio.Event()

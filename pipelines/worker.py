@@ -83,7 +83,7 @@ class Pipeline:
     full_flush: bool = True
     verified: set[int] = field(default_factory=set)  # partitions whose state is checked
     broker_url: str = ""
-    single_record_batches: bool = False
+    last_record_alone: bool = False  # Tansu's end offsets (send_records)
 
     # --- catalog -----------------------------------------------------------------------
 
@@ -172,16 +172,18 @@ class Pipeline:
             counters[("duplicates", "")] += duplicates
             counters[("applied", "")] += len(events) - duplicates
             user_writes.append((key, pack_state(state)))
-        # Without transactions, aggregates are durable before user states: a crash in between
+        # Without transactions, aggregates are durable before user states (a crash in between
         # replays the users, and the offset in each aggregate key keeps the replayed deltas
-        # from counting twice. A transaction makes both durable together, so nothing waits.
+        # from counting twice), and both before Faust may commit the message's offset.
+        # A transaction makes all of it durable together, so nothing waits.
+        unfenced = not self.app.in_transaction
         await self.write(
             self.aggregates,
             partition,
             self._aggregate_writes(aggregates, partition, offset),
-            wait=not self.app.in_transaction,
+            wait=unfenced,
         )
-        await self.write(self.users, partition, user_writes)
+        await self.write(self.users, partition, user_writes, wait=unfenced)
 
     def _aggregate_writes(
         self, aggregates: Aggregates, partition: int, offset: int
@@ -232,22 +234,20 @@ class Pipeline:
     ) -> list[Any]:
         """Changelog records as whole record batches: one append each instead of one
         ``send`` coroutine per record, which costs more than the rest of the work."""
-        if self.single_record_batches:  # Tansu: every record its own batch (NOTES.md)
-            producer = await self.app.maybe_start_producer()
-            return [
-                await producer.send(topic, k, v, partition=partition, timestamp=None, headers=None)
-                for k, v in items
-            ]
         producer, transaction_lock = self.kafka_producer(topic, partition)
+        # Tansu reports a partition's end as its newest batch's base offset + 1 (NOTES.md):
+        # the last record alone in its batch keeps that end right after every write.
+        groups = [items[:-1], items[-1:]] if self.last_record_alone else [items]
         acks = []
         async with transaction_lock:  # Faust commits under it: no batch lands mid-commit
-            batch = producer.create_batch()
-            for key, value in items:
-                if batch.append(key=key, value=value, timestamp=None) is None:
-                    acks.append(await producer.send_batch(batch, topic, partition=partition))
-                    batch = producer.create_batch()
-                    batch.append(key=key, value=value, timestamp=None)
-            acks.append(await producer.send_batch(batch, topic, partition=partition))
+            for group in filter(None, groups):
+                batch = producer.create_batch()
+                for key, value in group:
+                    if batch.append(key=key, value=value, timestamp=None) is None:
+                        acks.append(await producer.send_batch(batch, topic, partition=partition))
+                        batch = producer.create_batch()
+                        batch.append(key=key, value=value, timestamp=None)
+                acks.append(await producer.send_batch(batch, topic, partition=partition))
         return acks
 
     def kafka_producer(
@@ -402,18 +402,15 @@ def build_pipeline(
     broker_url: str,
     engine: Engine,
     app_id: str | None = None,
-    single_record_batches: bool | None = None,
 ) -> Pipeline:
     """A Faust app with the pipeline's topics, tables, agent, flush timer and signals."""
     topics = Topics.of(settings.namespace)
     tansu = settings.kafka_flavor == "tansu"
-    single = tansu if single_record_batches is None else single_record_batches
     app = make_app(
         app_id or settings.namespace,
         broker_url,
         settings.partitions,
         exactly_once=settings.exactly_once and not tansu,
-        single_record_batches=single,
     )
     events_topic = app.topic(
         topics.events, value_serializer="raw", key_serializer="raw", partitions=settings.partitions
@@ -435,7 +432,7 @@ def build_pipeline(
         events_topic,
         dead_letter_topic,
         broker_url=broker_url,
-        single_record_batches=single,
+        last_record_alone=tansu,
     )
     pipeline.reload_catalog()
 
