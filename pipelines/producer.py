@@ -51,8 +51,12 @@ def murmur2_many(keys: Sequence[bytes]) -> npt.NDArray[np.uint32]:
 
 def partitions_for(user_ids: Sequence[str], partitions: int) -> list[int]:
     """:func:`partition_for` of many users."""
-    hashes = murmur2_many([user.encode() for user in user_ids])
-    return ((hashes & np.uint32(0x7FFFFFFF)) % np.uint32(partitions)).tolist()
+    return partitions_of_keys([user.encode() for user in user_ids], partitions)
+
+
+def partitions_of_keys(keys: Sequence[bytes], partitions: int) -> list[int]:
+    """The partitions Kafka's default partitioner gives these (already encoded) keys."""
+    return ((murmur2_many(keys) & np.uint32(0x7FFFFFFF)) % np.uint32(partitions)).tolist()
 
 
 def user_of(raw: bytes) -> str | None:

@@ -2,8 +2,9 @@
 
 State lives in two plain Faust tables (with changelogs), both written from the partition
 being processed: ``users`` (key user_id: the attribution state) and ``aggregates`` (key
-window/counter + partition: absolute sums). Writes are batched per envelope and go straight
-to the (transactional, under exactly-once) producer, one record per touched key.
+window/counter + partition: absolute sums). Each unit of work (one message, or under
+exactly-once up to 64) writes one record per touched key, as record batches straight to the
+partition's (transactional, under exactly-once) producer.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from typing import Any
 
 import faust
 import msgspec
-import numpy as np
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from sqlalchemy import Engine
@@ -29,7 +29,7 @@ from config.settings import Settings
 from pipelines.attribution import Aggregates, AttributionConfig, UserAttribution
 from pipelines.events import CatalogIndex, Event, Exposure, Rejection, decode_message
 from pipelines.faust_app import make_app
-from pipelines.producer import murmur2_many, partitions_for
+from pipelines.producer import partitions_for, partitions_of_keys
 from sinks.sql.store import WINDOW_STATS, flush_partition_state, load_catalog
 
 log = logging.getLogger(__name__)
@@ -117,8 +117,7 @@ class Pipeline:
             del aggregates[key]
         users = store_dict(self.users)
         keys = list(users)
-        homes = (murmur2_many(keys) & np.uint32(0x7FFFFFFF)) % np.uint32(self.settings.partitions)
-        for key, home in zip(keys, homes.tolist(), strict=True):
+        for key, home in zip(keys, partitions_of_keys(keys, self.settings.partitions), strict=True):
             if home in partitions:
                 del users[key]
 
