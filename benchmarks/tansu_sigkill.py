@@ -13,15 +13,12 @@ import argparse
 import tempfile
 from pathlib import Path
 
-import sqlalchemy as sa
-
 from pipelines.embedded_broker import EmbeddedBroker
 from sinks.sql.store import counter_totals, cumulative_arms
 from tests.conftest import Broker
-from tests.pipeline.conftest import load_catalog, pipeline_env
-from tests.pipeline.generate import CATALOG, generate
+from tests.pipeline.generate import generate
 from tests.pipeline.ground_truth import STATS, ground_truth
-from tests.pipeline.test_workers import KILL_POINTS, run_with_a_sigkill
+from tests.pipeline.test_workers import KILL_POINTS, prepare, run_with_a_sigkill
 
 LOOKBACK = 14 * 86400.0
 
@@ -38,10 +35,7 @@ def main() -> None:
         broker = Broker("tansu", embedded.url, transactions=False)
         for kill_point, (after_chunk, delay) in KILL_POINTS.items():
             workdir = Path(tempfile.mkdtemp(prefix="xpstream-sigkill-"))
-            database = f"sqlite:///{workdir}/xp.db"
-            env = pipeline_env(broker, database)
-            load_catalog(env, CATALOG, workdir)
-            engine = sa.create_engine(database)
+            env, engine = prepare(broker, workdir)
             try:
                 run_with_a_sigkill(
                     env, event_file, workdir / "worker.log", engine, after_chunk, delay

@@ -91,12 +91,9 @@ class Aggregates:
         return row
 
     def book(self, key: WindowKey, delta: Iterable[float]) -> None:
-        row = self.windows.get(key)
-        if row is None:
-            self.windows[key] = list(delta)
-        else:
-            for i, d in enumerate(delta):
-                row[i] += d
+        row = self.row(key)
+        for i, d in enumerate(delta):
+            row[i] += d
 
 
 def new_state() -> dict[str, Any]:

@@ -23,6 +23,7 @@ import faust
 import msgspec
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from faust.transport.consumer import TopicPartitionGroup, TransactionManager
 from sqlalchemy import Engine
 
 from config.settings import Settings
@@ -258,8 +259,10 @@ class Pipeline:
         producer = self.app.producer
         if not self.app.in_transaction:
             return producer._ensure_producer(), nullcontext()  # type: ignore[attr-defined]
-        group = self.app.assignor.group_for_topic(topic)
-        tid = f"{self.app.conf.id}-{group}-{partition}"
+        group = TopicPartitionGroup(topic, partition, self.app.assignor.group_for_topic(topic))
+        tid = TransactionManager.transactional_id_format.format(
+            tpg=group, group_id=self.app.conf.id
+        )
         return (
             producer._transaction_producers[tid],  # type: ignore[attr-defined]
             producer._trn_locks[tid],  # type: ignore[attr-defined]

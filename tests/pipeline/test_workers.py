@@ -76,15 +76,20 @@ def chunks_of(event_file: EventFile, count: int) -> list[list[bytes]]:
     return [lines[i : i + size] for i in range(0, len(lines), size)]
 
 
+def prepare(broker: Broker, workdir: Path) -> tuple[dict[str, str], sa.Engine]:
+    """A fresh SQLite database with the test catalog, and the workers' environment for it."""
+    database = f"sqlite:///{workdir}/xp.db"
+    env = pipeline_env(broker, database)
+    load_catalog(env, CATALOG, workdir)
+    return env, sa.create_engine(database)
+
+
 def test_a_second_worker_joining_mid_stream_gives_the_same_totals(
     apache_kafka: Broker, small_file: EventFile, tmp_path: Path
 ) -> None:
     """The join moves partitions, with their state, from the first worker to the second."""
-    database = f"sqlite:///{tmp_path}/xp.db"
-    env = pipeline_env(apache_kafka, database)
-    load_catalog(env, CATALOG, tmp_path)
+    env, engine = prepare(apache_kafka, tmp_path)
     workers = [start_worker(env, tmp_path / "worker0.log")]
-    engine = sa.create_engine(database)
     targets: dict[int, int] = {}
     try:
         time.sleep(5)
@@ -142,10 +147,7 @@ def run_with_a_sigkill(
 def test_sigkill_and_restart_is_exact(
     apache_kafka: Broker, small_file: EventFile, tmp_path: Path, kill_point: str
 ) -> None:
-    database = f"sqlite:///{tmp_path}/xp.db"
-    env = pipeline_env(apache_kafka, database)
-    load_catalog(env, CATALOG, tmp_path)
-    engine = sa.create_engine(database)
+    env, engine = prepare(apache_kafka, tmp_path)
     try:
         run_with_a_sigkill(
             env, small_file, tmp_path / "worker.log", engine, *KILL_POINTS[kill_point]
