@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     analysis_interval_seconds: float = Field(default=5.0, gt=0)
     alpha: float = Field(default=0.05, gt=0, lt=1)
     tau: float = Field(default=0.05, gt=0)
+    # `xpstream run`'s log level (stderr): Faust's warnings, agent crashes, rebalances at INFO.
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
 
     @field_validator("kafka_url", "opensearch_url", "aws_endpoint_url", "kinesis_stream")
     @classmethod

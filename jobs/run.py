@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import signal
 from collections.abc import Callable
 from typing import Any, Literal
@@ -102,9 +103,12 @@ def run(settings: Settings, only: Role) -> None:
             async def _stop_analysis(sender: Any, **_: Any) -> None:
                 stop.set()
 
+        logging.basicConfig(
+            level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
         worker = faust.Worker(
             pipeline.app,
-            loglevel="WARNING",
+            loglevel=settings.log_level,
             quiet=True,
             redirect_stdouts=False,
             override_logging=False,

@@ -79,7 +79,7 @@ def chunks_of(event_file: EventFile, count: int) -> list[list[bytes]]:
 def prepare(broker: Broker, workdir: Path) -> tuple[dict[str, str], sa.Engine]:
     """A fresh SQLite database with the test catalog, and the workers' environment for it."""
     database = f"sqlite:///{workdir}/xp.db"
-    env = pipeline_env(broker, database)
+    env = pipeline_env(broker, database, XPSTREAM_LOG_LEVEL="INFO")  # rebalances, for failures
     load_catalog(env, CATALOG, workdir)
     return env, sa.create_engine(database)
 
