@@ -24,6 +24,7 @@ import msgspec
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from faust.transport.consumer import TopicPartitionGroup, TransactionManager
+from faust.types import TP, Message
 from sqlalchemy import Engine
 
 from config.settings import Settings
@@ -31,6 +32,7 @@ from pipelines.attribution import Aggregates, AttributionConfig, UserAttribution
 from pipelines.events import CatalogIndex, Event, Exposure, Rejection, decode_message
 from pipelines.faust_app import make_app
 from pipelines.producer import partitions_for, partitions_of_keys
+from pipelines.skipped import RangeReader, missing_ranges
 from sinks.sql.store import WINDOW_STATS, flush_partition_state, load_catalog
 
 log = logging.getLogger(__name__)
@@ -85,6 +87,9 @@ class Pipeline:
     verified: set[int] = field(default_factory=set)  # partitions whose state is checked
     broker_url: str = ""
     last_record_alone: bool = False  # Tansu's end offsets (send_records)
+    reader: RangeReader | None = None  # skipped offsets, read directly
+    serial: asyncio.Lock = field(default_factory=asyncio.Lock)  # agent and tail reads alike
+    idle: dict[int, int] = field(default_factory=dict)  # partition → applied at the last look
 
     # --- catalog -----------------------------------------------------------------------
 
@@ -128,7 +133,68 @@ class Pipeline:
         for partition, offset, raw in messages:
             by_partition[partition].append((offset, raw))
         for partition, batch in by_partition.items():
-            await self.handle(partition, batch)
+            async with self.serial:
+                await self.ensure_state(partition)
+                await self.handle(partition, await self.with_skipped(partition, batch))
+
+    def applied(self, partition: int) -> int | None:
+        """The highest offset of ``partition`` whose effects are in the state."""
+        value = store_dict(self.aggregates).get(
+            counter_key("offset", self.topics.events, partition)
+        )
+        return None if value is None else int(orjson.loads(value)[0])
+
+    async def with_skipped(
+        self, partition: int, messages: list[tuple[int, bytes]], through: int = -1
+    ) -> list[tuple[int, bytes]]:
+        """``messages`` with whatever Faust skipped before them (or up to ``through``) read
+        from the broker, in offset order; the read offsets are acknowledged to Faust, so its
+        commits move past them."""
+        assert self.reader is not None
+        topic = self.topics.events
+        last = self.applied(partition)
+        if last is None:  # nothing applied yet: the partition's first offset is due next
+            last = (await self.reader.bounds(topic, partition))[0] - 1
+        offsets = [offset for offset, _ in messages]
+        if through > max(offsets, default=last):
+            offsets.append(through + 1)
+        holes = missing_ranges(last, offsets)
+        if not holes:
+            return messages
+        read = []
+        for first, final in holes:
+            found, covered = await self.reader.read(topic, partition, first, final)
+            read.extend(found)
+            if covered >= first:  # offsets with no message (transaction markers) included
+                await self.app.consumer._add_gap(TP(topic, partition), first, covered)  # type: ignore[attr-defined]
+        log.warning(
+            "%s[%d]: offsets %s never reached the agent; read %d messages directly",
+            topic,
+            partition,
+            holes,
+            len(read),
+        )
+        for offset, _ in read:
+            self.app.consumer.ack(Message(topic, partition, offset, 0.0, 0, None, None, None, None))
+        return sorted(messages + read, key=lambda message: message[0])
+
+    async def read_tails(self) -> None:
+        """Messages Faust holds as read but never delivered, with nothing after them to show
+        the hole: a partition whose applied offset sits below its end for two looks."""
+        consumer = self.app.consumer
+        for partition in sorted(self.assigned_partitions() & self.verified):
+            last = self.applied(partition)
+            end = consumer.highwater(TP(self.topics.events, partition))
+            if last is None or end is None or end - 1 <= last:
+                self.idle.pop(partition, None)
+                continue
+            if self.idle.get(partition) != last:
+                self.idle[partition] = last  # look again next time: it may be on its way
+                continue
+            async with self.serial:
+                messages = await self.with_skipped(partition, [], through=end - 1)
+                if messages:
+                    await self.handle(partition, messages)
 
     async def handle(self, partition: int, messages: list[tuple[int, bytes]]) -> None:
         """Consecutive messages of one partition as one unit: each touched user's state is
@@ -136,7 +202,6 @@ class Pipeline:
         message, and for several only inside a transaction (see build_pipeline)."""
         config = self.config
         assert config is not None
-        await self.ensure_state(partition)
         offset = messages[-1][0]
         aggregates = Aggregates()
         counters = aggregates.counters
@@ -160,30 +225,37 @@ class Pipeline:
 
         attribution = UserAttribution(config, aggregates)
         user_writes = []
-        data = store_dict(self.users)
+        # The store keeps states decoded once written here; recovered ones arrive as bytes.
+        states = store_dict(self.users)
+        duplicates = applied = 0
         for user_id, events in by_user.items():
             key = user_id.encode()
-            previous = data.get(key)
-            state = unpack_state(previous) if previous is not None else None
-            if state is not None and state.get("off", -1) >= offset:
-                continue  # redelivered after a crash: this user already has this message
-            state, duplicates = attribution.apply(state, events)
+            state = states.get(key)
+            if state is not None:
+                if type(state) is bytes:
+                    state = unpack_state(state)
+                if state.get("off", -1) >= offset:
+                    continue  # redelivered after a crash: this user already has this message
+            state, user_duplicates = attribution.apply(state, events)
             state["off"] = offset
-            counters[("duplicates", "")] += duplicates
-            counters[("applied", "")] += len(events) - duplicates
+            states[key] = state
+            duplicates += user_duplicates
+            applied += len(events) - user_duplicates
             user_writes.append((key, pack_state(state)))
+        counters[("duplicates", "")] += duplicates
+        counters[("applied", "")] += applied
         # Without transactions, aggregates are durable before user states (a crash in between
         # replays the users, and the offset in each aggregate key keeps the replayed deltas
         # from counting twice), and both before Faust may commit the message's offset.
         # A transaction makes all of it durable together, so nothing waits.
         unfenced = not self.app.in_transaction
-        await self.write(
-            self.aggregates,
-            partition,
-            self._aggregate_writes(aggregates, partition, offset),
-            wait=unfenced,
-        )
-        await self.write(self.users, partition, user_writes, wait=unfenced)
+        writes = self._aggregate_writes(aggregates, partition, offset)
+        aggregate_store = store_dict(self.aggregates)
+        for key, value in writes:
+            aggregate_store[key] = value
+        self.dirty.update(key for key, _ in writes)
+        await self.send_changelog(self.aggregates, partition, writes, wait=unfenced)
+        await self.send_changelog(self.users, partition, user_writes, wait=unfenced)
 
     def _aggregate_writes(
         self, aggregates: Aggregates, partition: int, offset: int
@@ -208,26 +280,23 @@ class Pipeline:
                 continue
             value = (previous[0] if previous else 0.0) + increment
             writes.append((key, orjson.dumps([value, offset])))
+        # The highest offset applied: a redelivered older message must not lower it.
+        applied = max(offset, self.applied(partition) or 0)
         writes.append(
-            (counter_key("offset", self.topics.events, partition), orjson.dumps([offset, offset]))
+            (counter_key("offset", self.topics.events, partition), orjson.dumps([applied, applied]))
         )
         return writes
 
-    async def write(
-        self, table: Any, partition: int, items: list[tuple[bytes, bytes]], wait: bool = False
+    async def send_changelog(
+        self, table: Any, partition: int, items: list[tuple[bytes, bytes]], wait: bool
     ) -> None:
-        """Set keys and send their changelog records in one go, from the current partition;
-        with ``wait``, return only once the broker has acknowledged every record."""
+        """Send records of keys already set in the store, from the current partition; with
+        ``wait``, return only once the broker has acknowledged every one."""
         if not items:
             return
-        data = store_dict(table)
-        for key, value in items:
-            data[key] = value
         acks = await self.send_records(table.changelog_topic.get_topic_name(), partition, items)
         if wait:
             await asyncio.gather(*acks)
-        if table is self.aggregates:
-            self.dirty.update(key for key, _ in items)
 
     async def send_records(
         self, topic: str, partition: int, items: list[tuple[bytes, bytes]]
@@ -384,9 +453,10 @@ async def restore_changelogs(broker_url: str, tables: Sequence[Any], partitions:
         await consumer.stop()
 
 
-def store_dict(table: Any) -> dict[bytes, bytes]:
+def store_dict(table: Any) -> dict[bytes, Any]:
     """A memory-store table's own dict: the store's mapping methods are Python-level layers
-    that cost more than the lookups themselves."""
+    that cost more than the lookups themselves. Values are changelog bytes, or (users) states
+    decoded by this worker."""
     return table.data.data
 
 
@@ -435,6 +505,7 @@ def build_pipeline(
         dead_letter_topic,
         broker_url=broker_url,
         last_record_alone=tansu,
+        reader=RangeReader(broker_url),
     )
     pipeline.reload_catalog()
 
@@ -444,7 +515,7 @@ def build_pipeline(
             # Offset fences need one message per unit: a replay may start mid-batch.
             async for event in stream.events():
                 message = event.message
-                await pipeline.handle(message.partition, [(message.offset, event.value)])
+                await pipeline.handle_batch([(message.partition, message.offset, event.value)])
             return
         # A transaction commits a batch whole, so per-message costs (a record per touched
         # user, two record batches, Faust's lock) are paid once per batch.
@@ -455,6 +526,7 @@ def build_pipeline(
 
     @app.timer(settings.flush_seconds)
     async def flush_timer() -> None:
+        await pipeline.read_tails()
         await pipeline.flush()
 
     @app.on_rebalance_complete.connect  # type: ignore[arg-type]
@@ -469,5 +541,7 @@ def build_pipeline(
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def before_shutdown(sender: Any, **_: Any) -> None:
         await pipeline.flush()
+        if pipeline.reader is not None:
+            await pipeline.reader.stop()
 
     return pipeline
