@@ -9,17 +9,17 @@ any hole itself.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 
-def missing_ranges(last: int, offsets: Sequence[int]) -> list[tuple[int, int]]:
-    """Inclusive ranges of offsets after ``last`` (the highest applied) that ``offsets``, in
-    delivery order, jump over. Offsets at or below what came before are redeliveries."""
+def missing_ranges(last: int, offsets: Iterable[int]) -> list[tuple[int, int]]:
+    """Inclusive ranges of offsets after ``last`` (the highest applied) and below the highest
+    of ``offsets`` that ``offsets`` lacks; offsets at or below ``last`` are redeliveries."""
     ranges = []
     expected = last + 1
-    for offset in offsets:
+    for offset in sorted(set(offsets)):
         if offset > expected:
             ranges.append((expected, offset - 1))
         expected = max(expected, offset + 1)
