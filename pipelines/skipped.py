@@ -9,7 +9,8 @@ any hole itself.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -26,45 +27,37 @@ def missing_ranges(last: int, offsets: Iterable[int]) -> list[tuple[int, int]]:
     return ranges
 
 
-class RangeReader:
-    """One read_committed consumer, started on first use, for the rare reads of skipped
-    offsets (and of where a partition starts)."""
+@asynccontextmanager
+async def _reader(broker_url: str) -> AsyncIterator[AIOKafkaConsumer]:
+    """A read_committed consumer for one read: holes are rare, and nothing is left running."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=broker_url, enable_auto_commit=False, isolation_level="read_committed"
+    )
+    await consumer.start()
+    try:
+        yield consumer
+    finally:
+        await consumer.stop()
 
-    def __init__(self, broker_url: str) -> None:
-        self.broker_url = broker_url
-        self.consumer: AIOKafkaConsumer | None = None
 
-    async def _consumer(self) -> AIOKafkaConsumer:
-        if self.consumer is None:
-            consumer = AIOKafkaConsumer(
-                bootstrap_servers=self.broker_url,
-                enable_auto_commit=False,
-                isolation_level="read_committed",
-            )
-            await consumer.start()
-            self.consumer = consumer
-        return self.consumer
+async def first_offset(broker_url: str, topic: str, partition: int) -> int:
+    tp = TopicPartition(topic, partition)
+    async with _reader(broker_url) as consumer:
+        return int((await consumer.beginning_offsets([tp]))[tp])
 
-    async def bounds(self, topic: str, partition: int) -> tuple[int, int]:
-        """The partition's first offset and its end (the next offset a committed record gets)."""
-        consumer = await self._consumer()
-        tp = TopicPartition(topic, partition)
-        start = (await consumer.beginning_offsets([tp]))[tp]
-        end = (await consumer.end_offsets([tp]))[tp]
-        return start, end
 
-    async def read(
-        self, topic: str, partition: int, first: int, last: int
-    ) -> tuple[list[tuple[int, bytes]], int]:
-        """Committed messages with offsets first..last (transaction markers have none), and the
-        highest offset the read covers: none past the last stable offset, whose records may
-        still be committed and delivered."""
-        consumer = await self._consumer()
-        tp = TopicPartition(topic, partition)
+async def read_range(
+    broker_url: str, topic: str, partition: int, first: int, last: int
+) -> tuple[list[tuple[int, bytes]], int]:
+    """Committed messages with offsets first..last (transaction markers have none), and the
+    highest offset the read covers: none past the last stable offset, whose records may
+    still be committed and delivered."""
+    tp = TopicPartition(topic, partition)
+    messages: list[tuple[int, bytes]] = []
+    async with _reader(broker_url) as consumer:
         end = min(last + 1, (await consumer.end_offsets([tp]))[tp])
         consumer.assign([tp])
         consumer.seek(tp, first)
-        messages: list[tuple[int, bytes]] = []
         while await consumer.position(tp) < end:
             batch = await consumer.getmany(tp, timeout_ms=1000)
             messages.extend(
@@ -72,9 +65,4 @@ class RangeReader:
                 for m in batch.get(tp, ())
                 if first <= m.offset < end and m.value is not None
             )
-        return messages, end - 1
-
-    async def stop(self) -> None:
-        if self.consumer is not None:
-            await self.consumer.stop()
-            self.consumer = None
+    return messages, end - 1

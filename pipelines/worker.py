@@ -32,7 +32,7 @@ from pipelines.attribution import Aggregates, AttributionConfig, UserAttribution
 from pipelines.events import CatalogIndex, Event, Exposure, Rejection, decode_message
 from pipelines.faust_app import make_app
 from pipelines.producer import partitions_for, partitions_of_keys
-from pipelines.skipped import RangeReader, missing_ranges
+from pipelines.skipped import first_offset, missing_ranges, read_range
 from sinks.sql.store import WINDOW_STATS, flush_partition_state, load_catalog
 
 log = logging.getLogger(__name__)
@@ -87,9 +87,11 @@ class Pipeline:
     verified: set[int] = field(default_factory=set)  # partitions whose state is checked
     broker_url: str = ""
     last_record_alone: bool = False  # Tansu's end offsets (send_records)
-    reader: RangeReader | None = None  # skipped offsets, read directly
     serial: asyncio.Lock = field(default_factory=asyncio.Lock)  # agent and tail reads alike
-    idle: dict[int, int] = field(default_factory=dict)  # partition → applied at the last look
+    units: int = 0  # units of work handled, so far
+    quiet_looks: int = 0  # consecutive flush-time looks that saw no unit handled
+    seen_units: int = 0  # ``units`` at the last look
+    read_to: dict[int, int] = field(default_factory=dict)  # partition → offsets read directly
 
     # --- catalog -----------------------------------------------------------------------
 
@@ -118,6 +120,8 @@ class Pipeline:
         """Drop revoked partitions' keys from memory: they may hold writes of a transaction
         Faust aborts on rebalance, which no committed changelog has (re-read on reassignment)."""
         self.verified -= partitions
+        for partition in partitions:
+            self.read_to.pop(partition, None)
         aggregates = store_dict(self.aggregates)
         for key in [k for k in aggregates if int(k.rsplit(SEP.encode(), 1)[1]) in partitions]:
             del aggregates[key]
@@ -150,11 +154,10 @@ class Pipeline:
         """``messages`` with whatever Faust skipped before them (or up to ``through``) read
         from the broker, in offset order; the read offsets are acknowledged to Faust, so its
         commits move past them."""
-        assert self.reader is not None
         topic = self.topics.events
         last = self.applied(partition)
         if last is None:  # nothing applied yet: the partition's first offset is due next
-            last = (await self.reader.bounds(topic, partition))[0] - 1
+            last = await first_offset(self.broker_url, topic, partition) - 1
         offsets = [offset for offset, _ in messages]
         if through > max(offsets, default=last):
             offsets.append(through + 1)
@@ -163,11 +166,14 @@ class Pipeline:
             return messages
         read = []
         for first, final in holes:
-            found, covered = await self.reader.read(topic, partition, first, final)
+            found, covered = await read_range(self.broker_url, topic, partition, first, final)
             read.extend(found)
             if covered >= first:  # offsets with no message (transaction markers) included
                 await self.app.consumer._add_gap(TP(topic, partition), first, covered)  # type: ignore[attr-defined]
-        log.warning(
+                self.read_to[partition] = max(covered, self.read_to.get(partition, -1))
+        # Holes of transaction markers alone (stray re-sends) hold no message: not a loss.
+        log.log(
+            logging.WARNING if read else logging.DEBUG,
             "%s[%d]: offsets %s never reached the agent; read %d messages directly",
             topic,
             partition,
@@ -180,16 +186,19 @@ class Pipeline:
 
     async def read_tails(self) -> None:
         """Messages Faust holds as read but never delivered, with nothing after them to show
-        the hole: a partition whose applied offset sits below its end for two looks."""
+        the hole: once the agent has handled nothing for two looks, read every assigned
+        partition whose applied offset is below its end up to that end."""
+        if self.units != self.seen_units:
+            self.seen_units, self.quiet_looks = self.units, 0
+            return
+        self.quiet_looks += 1
+        if self.quiet_looks < 2:
+            return
         consumer = self.app.consumer
         for partition in sorted(self.assigned_partitions() & self.verified):
             last = self.applied(partition)
             end = consumer.highwater(TP(self.topics.events, partition))
-            if last is None or end is None or end - 1 <= last:
-                self.idle.pop(partition, None)
-                continue
-            if self.idle.get(partition) != last:
-                self.idle[partition] = last  # look again next time: it may be on its way
+            if last is None or end is None or end - 1 <= max(last, self.read_to.get(partition, -1)):
                 continue
             async with self.serial:
                 messages = await self.with_skipped(partition, [], through=end - 1)
@@ -202,6 +211,7 @@ class Pipeline:
         message, and for several only inside a transaction (see build_pipeline)."""
         config = self.config
         assert config is not None
+        self.units += 1
         offset = messages[-1][0]
         aggregates = Aggregates()
         counters = aggregates.counters
@@ -225,23 +235,22 @@ class Pipeline:
 
         attribution = UserAttribution(config, aggregates)
         user_writes = []
-        # The store keeps states decoded once written here; recovered ones arrive as bytes.
+        # States stay MessagePack in the store: as live dicts the GC would walk them all.
         states = store_dict(self.users)
         duplicates = applied = 0
         for user_id, events in by_user.items():
             key = user_id.encode()
-            state = states.get(key)
-            if state is not None:
-                if type(state) is bytes:
-                    state = unpack_state(state)
-                if state.get("off", -1) >= offset:
-                    continue  # redelivered after a crash: this user already has this message
+            previous = states.get(key)
+            state = unpack_state(previous) if previous is not None else None
+            if state is not None and state.get("off", -1) >= offset:
+                continue  # redelivered after a crash: this user already has this message
             state, user_duplicates = attribution.apply(state, events)
             state["off"] = offset
-            states[key] = state
             duplicates += user_duplicates
             applied += len(events) - user_duplicates
-            user_writes.append((key, pack_state(state)))
+            packed = pack_state(state)
+            states[key] = packed
+            user_writes.append((key, packed))
         counters[("duplicates", "")] += duplicates
         counters[("applied", "")] += applied
         # Without transactions, aggregates are durable before user states (a crash in between
@@ -453,10 +462,9 @@ async def restore_changelogs(broker_url: str, tables: Sequence[Any], partitions:
         await consumer.stop()
 
 
-def store_dict(table: Any) -> dict[bytes, Any]:
+def store_dict(table: Any) -> dict[bytes, bytes]:
     """A memory-store table's own dict: the store's mapping methods are Python-level layers
-    that cost more than the lookups themselves. Values are changelog bytes, or (users) states
-    decoded by this worker."""
+    that cost more than the lookups themselves."""
     return table.data.data
 
 
@@ -505,7 +513,6 @@ def build_pipeline(
         dead_letter_topic,
         broker_url=broker_url,
         last_record_alone=tansu,
-        reader=RangeReader(broker_url),
     )
     pipeline.reload_catalog()
 
@@ -541,7 +548,5 @@ def build_pipeline(
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def before_shutdown(sender: Any, **_: Any) -> None:
         await pipeline.flush()
-        if pipeline.reader is not None:
-            await pipeline.reader.stop()
 
     return pipeline
