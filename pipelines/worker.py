@@ -235,12 +235,11 @@ class Pipeline:
 
         attribution = UserAttribution(config, aggregates)
         user_writes = []
-        # States stay MessagePack in the store: as live dicts the GC would walk them all.
-        states = store_dict(self.users)
+        data = store_dict(self.users)
         duplicates = applied = 0
         for user_id, events in by_user.items():
             key = user_id.encode()
-            previous = states.get(key)
+            previous = data.get(key)
             state = unpack_state(previous) if previous is not None else None
             if state is not None and state.get("off", -1) >= offset:
                 continue  # redelivered after a crash: this user already has this message
@@ -248,9 +247,7 @@ class Pipeline:
             state["off"] = offset
             duplicates += user_duplicates
             applied += len(events) - user_duplicates
-            packed = pack_state(state)
-            states[key] = packed
-            user_writes.append((key, packed))
+            user_writes.append((key, pack_state(state)))
         counters[("duplicates", "")] += duplicates
         counters[("applied", "")] += applied
         # Without transactions, aggregates are durable before user states (a crash in between
@@ -258,13 +255,13 @@ class Pipeline:
         # from counting twice), and both before Faust may commit the message's offset.
         # A transaction makes all of it durable together, so nothing waits.
         unfenced = not self.app.in_transaction
-        writes = self._aggregate_writes(aggregates, partition, offset)
-        aggregate_store = store_dict(self.aggregates)
-        for key, value in writes:
-            aggregate_store[key] = value
-        self.dirty.update(key for key, _ in writes)
-        await self.send_changelog(self.aggregates, partition, writes, wait=unfenced)
-        await self.send_changelog(self.users, partition, user_writes, wait=unfenced)
+        await self.write(
+            self.aggregates,
+            partition,
+            self._aggregate_writes(aggregates, partition, offset),
+            wait=unfenced,
+        )
+        await self.write(self.users, partition, user_writes, wait=unfenced)
 
     def _aggregate_writes(
         self, aggregates: Aggregates, partition: int, offset: int
@@ -296,16 +293,21 @@ class Pipeline:
         )
         return writes
 
-    async def send_changelog(
-        self, table: Any, partition: int, items: list[tuple[bytes, bytes]], wait: bool
+    async def write(
+        self, table: Any, partition: int, items: list[tuple[bytes, bytes]], wait: bool = False
     ) -> None:
-        """Send records of keys already set in the store, from the current partition; with
-        ``wait``, return only once the broker has acknowledged every one."""
+        """Set keys and send their changelog records in one go, from the current partition;
+        with ``wait``, return only once the broker has acknowledged every record."""
         if not items:
             return
+        data = store_dict(table)
+        for key, value in items:
+            data[key] = value
         acks = await self.send_records(table.changelog_topic.get_topic_name(), partition, items)
         if wait:
             await asyncio.gather(*acks)
+        if table is self.aggregates:
+            self.dirty.update(key for key, _ in items)
 
     async def send_records(
         self, topic: str, partition: int, items: list[tuple[bytes, bytes]]
