@@ -285,9 +285,13 @@ def test_two_bridges_share_and_hand_over(
             for shard, state in shard_states(engine, stream.name).items()
         }
 
-    asyncio.run(until(lambda: len(set(owners().values()) - {None}) == 2, 60))
-    split = owners()
-    assert len(split) == 4 and all(split.values())  # each shard has exactly one live owner
+    def shared() -> bool:  # both bridges own shards, and every shard has a live owner
+        split = owners()
+        return len(split) == 4 and all(split.values()) and len(set(split.values())) == 2
+
+    # Bridges claim shards one lease round at a time: wait for the split, not for the first
+    # claim of the second bridge (a shard could still be unclaimed then).
+    asyncio.run(until(shared, 60))
     victim = processes[0]
     victim.send_signal(signal.SIGKILL)
     victim.wait()
