@@ -180,8 +180,20 @@ class Pipeline:
             holes,
             len(read),
         )
-        for offset, _ in read:
-            self.app.consumer.ack(Message(topic, partition, offset, 0.0, 0, None, None, None, None))
+        for offset, _ in read:  # Faust needs only the topic, partition and offset to ack
+            self.app.consumer.ack(
+                Message(
+                    topic,
+                    partition,
+                    offset,
+                    timestamp=0.0,
+                    timestamp_type=0,
+                    headers=None,
+                    key=None,
+                    value=None,
+                    checksum=None,
+                )
+            )
         return sorted(messages + read, key=lambda message: message[0])
 
     async def read_tails(self) -> None:
