@@ -27,7 +27,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from config.settings import Settings
 from jobs.simulate import demo_catalog
-from pipelines.attribution import Aggregates, AttributionConfig, UserAttribution
+from pipelines.attribution import (
+    Aggregates,
+    AttributionConfig,
+    UserAttribution,
+    decode_state,
+    encode_state,
+)
 from pipelines.embedded_broker import EmbeddedBroker
 from pipelines.events import CatalogIndex, decode_message
 from pipelines.faust_app import make_app
@@ -204,9 +210,9 @@ async def naive_rate(settings: Settings, bootstrap: str, lines: list[bytes]) -> 
                 key = event.user_id.encode()
                 previous = users.get(key)
                 state, _ = UserAttribution(config, Aggregates()).apply(
-                    orjson.loads(previous) if previous else None, [event]
+                    decode_state(previous) if previous else None, [event]
                 )
-                users[key] = orjson.dumps(state)
+                users[key] = encode_state(state)
             count += 1
             if count == len(lines):
                 done.set()
