@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 SEP = "\x1f"
 STAT_COUNT = len(WINDOW_STATS)
 BATCH_MESSAGES = 256  # messages taken together under exactly-once
+UNIT_BYTES = 32 * 1024 * 1024  # raw bytes per unit of work at most: envelopes reach 1 MiB
 BATCH_WAIT_SECONDS = 0.02
 
 
@@ -141,7 +142,8 @@ class Pipeline:
         for partition, batch in by_partition.items():
             async with self.serial:
                 await self.ensure_state(partition)
-                await self.handle(partition, await self.with_skipped(partition, batch))
+                for unit in units_of_work(await self.with_skipped(partition, batch)):
+                    await self.handle(partition, unit)
 
     def applied(self, partition: int) -> int | None:
         """The highest offset of ``partition`` whose effects are in the state."""
@@ -216,8 +218,8 @@ class Pipeline:
                 continue
             async with self.serial:
                 messages = await self.with_skipped(partition, [], through=end - 1)
-                if messages:
-                    await self.handle(partition, messages)
+                for unit in units_of_work(messages):
+                    await self.handle(partition, unit)
 
     async def handle(self, partition: int, messages: list[tuple[int, bytes]]) -> None:
         """Consecutive messages of one partition as one unit: each touched user's state is
@@ -476,6 +478,22 @@ async def restore_changelogs(broker_url: str, tables: Sequence[Any], partitions:
             pending = {tp for tp in pending if await consumer.position(tp) < ends[tp]}
     finally:
         await consumer.stop()
+
+
+def units_of_work(
+    messages: list[tuple[int, bytes]], limit: int = UNIT_BYTES
+) -> list[list[tuple[int, bytes]]]:
+    """Consecutive runs of (offset, raw) messages of at most ``limit`` raw bytes (one message at
+    least), which bounds the events a unit holds decoded in memory."""
+    units: list[list[tuple[int, bytes]]] = []
+    size = 0
+    for message in messages:
+        if not units or size + len(message[1]) > limit:
+            units.append([])
+            size = 0
+        units[-1].append(message)
+        size += len(message[1])
+    return units
 
 
 def store_dict(table: Any) -> dict[bytes, bytes]:
