@@ -113,7 +113,7 @@ def run(settings: Settings, only: Role) -> None:
             redirect_stdouts=False,
             override_logging=False,
         )
-        # A unit of work holds up to 64 envelopes of live events: at CPython's default
+        # A unit of work holds up to 256 envelopes of live events: at CPython's default
         # threshold (700) young collections promote them into full collections, which took
         # a fifth of a worker's time at 500k events. Modules and app are built: freeze them.
         gc.freeze()

@@ -3,8 +3,8 @@
 State lives in two plain Faust tables (with changelogs), both written from the partition
 being processed: ``users`` (key user_id: the attribution state) and ``aggregates`` (key
 window/counter + partition: absolute sums). Each unit of work (one message, or under
-exactly-once up to 64) writes one record per touched key, as record batches straight to the
-partition's (transactional, under exactly-once) producer.
+exactly-once up to 256 messages and 32 MiB) writes one record per touched key, as record
+batches straight to the partition's (transactional, under exactly-once) producer.
 """
 
 from __future__ import annotations
