@@ -164,7 +164,21 @@ class UserState(msgspec.Struct, array_like=True, gc=False):
 
 
 encode_state = msgspec.msgpack.Encoder().encode
-decode_state = msgspec.msgpack.Decoder(UserState).decode
+_decode_state = msgspec.msgpack.Decoder(UserState).decode
+
+
+class StateLayoutError(RuntimeError):
+    """A user-state record this version cannot read."""
+
+
+def decode_state(record: bytes) -> UserState:
+    try:
+        return _decode_state(record)
+    except msgspec.ValidationError as error:
+        raise StateLayoutError(
+            f"a user state in the users changelog is not a UserState ({error}): records written "
+            "before commit 1680e57 hold a dict; start the workers on a new XPSTREAM_NAMESPACE"
+        ) from None
 
 
 class UserAttribution:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
+import msgspec
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -14,6 +16,7 @@ from config.catalog import parse_catalog
 from pipelines.attribution import (
     Aggregates,
     AttributionConfig,
+    StateLayoutError,
     UserAttribution,
     UserState,
     decode_state,
@@ -115,3 +118,9 @@ def test_an_exposure_uses_the_bounded_buffer(
     assert sum(row[1] for row in rows) == y
     assert sum(row[3] for row in rows) == x
     assert sum(row[5] for row in rows) == x * y
+
+
+def test_a_state_in_the_former_layout_is_refused_with_what_to_do() -> None:
+    former = msgspec.msgpack.encode({"ids": ["a"], "exp": {}, "xo": [], "raw": {}, "buf": []})
+    with pytest.raises(StateLayoutError, match="XPSTREAM_NAMESPACE"):
+        decode_state(former)
