@@ -84,15 +84,15 @@ class AttributionConfig:
                 for m in chosen
                 if m.kind == "ratio"
             ]
-            fed = {m.key for m in chosen if m.kind != "ratio"}
-            fed |= {part for r in ratios for part in (r.numerator.key, r.denominator.key)}
+            plain = {m.key for m in chosen if m.kind != "ratio"}
+            fed = plain | {part for r in ratios for part in (r.numerator.key, r.denominator.key)}
             inputs[key] = frozenset(fed)
             for event_metric in sorted(fed):
                 targets[event_metric].append(
                     Target(
                         key,
                         raw_key(key, event_metric),
-                        metrics[event_metric] if event_metric in {m.key for m in chosen} else None,
+                        metrics[event_metric] if event_metric in plain else None,
                         tuple(
                             r
                             for r in ratios
