@@ -141,8 +141,8 @@ BUFFER_RECORD = struct.Struct("<ddI")  # ts, value, index into UserState.buffer_
 def id_key(event_id: str) -> str:
     """The event id as kept for de-duplication: escaped, so that no key holds ID_END and two
     ids never share a key."""
-    if "\x00" in event_id or "\x01" in event_id:
-        return event_id.replace("\x01", "\x01\x01").replace("\x00", "\x01\x02")
+    if ID_END in event_id or "\x01" in event_id:
+        return event_id.replace("\x01", "\x01\x01").replace(ID_END, "\x01\x02")
     return event_id
 
 
@@ -199,9 +199,7 @@ class UserAttribution:
         fresh: dict[str, None] = {}  # this call's ids, in order
         duplicates = 0
         for event in events:
-            key = event.event_id
-            if ID_END in key or "\x01" in key:
-                key = id_key(key)
+            key = id_key(event.event_id)
             if key in fresh or (
                 key in seen if seen is not None else f"{ID_END}{key}{ID_END}" in ids
             ):

@@ -140,10 +140,17 @@ class Pipeline:
         for partition, offset, raw in messages:
             by_partition[partition].append((offset, raw))
         for partition, batch in by_partition.items():
-            async with self.serial:
-                await self.ensure_state(partition)
-                for unit in units_of_work(await self.with_skipped(partition, batch)):
-                    await self.handle(partition, unit)
+            await self.handle_partition(partition, batch)
+
+    async def handle_partition(
+        self, partition: int, messages: list[tuple[int, bytes]], through: int = -1
+    ) -> None:
+        """One partition's messages, with whatever Faust skipped before them (or up to
+        ``through``), in units of work; serialised between the agent and the tail reads."""
+        async with self.serial:
+            await self.ensure_state(partition)
+            for unit in units_of_work(await self.with_skipped(partition, messages, through)):
+                await self.handle(partition, unit)
 
     def applied(self, partition: int) -> int | None:
         """The highest offset of ``partition`` whose effects are in the state."""
@@ -216,10 +223,7 @@ class Pipeline:
             end = consumer.highwater(TP(self.topics.events, partition))
             if last is None or end is None or end - 1 <= max(last, self.read_to.get(partition, -1)):
                 continue
-            async with self.serial:
-                messages = await self.with_skipped(partition, [], through=end - 1)
-                for unit in units_of_work(messages):
-                    await self.handle(partition, unit)
+            await self.handle_partition(partition, [], through=end - 1)
 
     async def handle(self, partition: int, messages: list[tuple[int, bytes]]) -> None:
         """Consecutive messages of one partition as one unit: each touched user's state is
