@@ -27,18 +27,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from config.settings import Settings
 from jobs.simulate import demo_catalog
-from pipelines.attribution import (
-    Aggregates,
-    AttributionConfig,
-    UserAttribution,
-    decode_state,
-    encode_state,
-)
+from pipelines.attribution import Aggregates, AttributionConfig, UserAttribution
 from pipelines.embedded_broker import EmbeddedBroker
 from pipelines.events import CatalogIndex, decode_message
 from pipelines.faust_app import make_app
 from pipelines.producer import envelopes, send_envelopes
 from pipelines.topics import ensure_topics
+from pipelines.user_state import decode_state, encode_state
 from pipelines.worker import Topics
 from sinks.sql.migrate import upgrade_to_head
 from sinks.sql.store import flushed_offsets, make_engine, save_catalog

@@ -1,4 +1,4 @@
-"""User states decoded, encoded and freed: the compact layout (pipelines.attribution.UserState,
+"""User states decoded, encoded and freed: the compact layout (pipelines.user_state.UserState,
 a MessagePack array with ids as one string and the buffer as packed records) beside the same
 states as the plain dict of lists the pipeline used before. The states are those of the
 throughput benchmark's users after its events; both layouts run in one process, alternately.
@@ -19,19 +19,10 @@ import msgspec
 
 from benchmarks.pipeline_throughput import PARTITIONS, synthetic_events
 from jobs.simulate import demo_catalog
-from pipelines.attribution import (
-    BUFFER_RECORD,
-    ID_END,
-    RAW_SEP,
-    Aggregates,
-    AttributionConfig,
-    UserAttribution,
-    UserState,
-    decode_state,
-    encode_state,
-)
+from pipelines.attribution import RAW_SEP, Aggregates, AttributionConfig, UserAttribution
 from pipelines.events import CatalogIndex, Event, decode_message
 from pipelines.producer import envelopes
+from pipelines.user_state import BUFFER_RECORD, ID_END, UserState, decode_state, encode_state
 
 encode_plain = msgspec.msgpack.Encoder().encode
 decode_plain = msgspec.msgpack.Decoder(dict[str, Any]).decode

@@ -7,16 +7,13 @@ recent event ids, and the metric events held for exposures still to come.
 from __future__ import annotations
 
 import math
-import struct
 from collections import defaultdict
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-import msgspec
-
 from config.catalog import Catalog, Metric
 from pipelines.events import Event, Exposure
+from pipelines.user_state import BUFFER_RECORD, FIRST_TS, ID_END, UserState, id_key
 
 WindowKey = tuple[str, str, str, int]  # experiment, variant, metric, window_start
 RAW_SEP = "\x1f"  # catalog keys never hold it
@@ -41,6 +38,7 @@ class Target(NamedTuple):
     raw_key: str
     metric: Metric | None  # the event metric, when the experiment analyses it itself
     ratios: tuple[Ratio, ...]
+    identity: bool  # the user-level value is the raw total itself (no conversion, no cap)
 
 
 def raw_key(experiment: str, event_metric: str) -> str:
@@ -98,6 +96,8 @@ class AttributionConfig:
                             for r in ratios
                             if event_metric in (r.numerator.key, r.denominator.key)
                         ),
+                        metrics[event_metric].kind != "conversion"
+                        and metrics[event_metric].cap is None,
                     )
                 )
         return cls(
@@ -132,53 +132,6 @@ class Aggregates:
         if row is None:
             row = self.windows[key] = [0.0] * 9
         return row
-
-
-ID_END = "\x00"  # follows every event id in UserState.ids (and precedes the first)
-BUFFER_RECORD = struct.Struct("<ddI")  # ts, value, index into UserState.buffer_metrics
-
-
-def id_key(event_id: str) -> str:
-    """The event id as kept for de-duplication: escaped, so that no key holds ID_END and two
-    ids never share a key."""
-    if ID_END in event_id or "\x01" in event_id:
-        return event_id.replace("\x01", "\x01\x01").replace(ID_END, "\x01\x02")
-    return event_id
-
-
-class UserState(msgspec.Struct, array_like=True, gc=False):
-    """One user's attribution state, a MessagePack array in its Faust table. It is decoded,
-    encoded and freed once per touched user and unit, so recent ids are one string and the
-    buffer packed records (as a dict of lists, ~1.6x the time on the throughput benchmark)."""
-
-    ids: str = ID_END  # recent event ids, by id_key, each followed by ID_END
-    id_count: int = 0
-    exposures: dict[str, tuple[str, float]] = msgspec.field(default_factory=dict)  # variant, t_e
-    crossovers: list[str] = msgspec.field(default_factory=list)
-    # experiment SEP event metric → [y_raw, x_raw]: totals after exposure and in the lookback
-    raw: dict[str, list[float]] = msgspec.field(default_factory=dict)
-    buffer: bytearray = msgspec.field(default_factory=bytearray)  # BUFFER_RECORDs, in arrival order
-    buffer_metrics: list[str] = msgspec.field(default_factory=list)
-    newest: float = -math.inf  # the newest event time seen
-    offset: int = -1  # the last offset applied (worker.py's redelivery fence)
-
-
-encode_state = msgspec.msgpack.Encoder().encode
-_decode_state = msgspec.msgpack.Decoder(UserState).decode
-
-
-class StateLayoutError(RuntimeError):
-    """A user-state record this version cannot read."""
-
-
-def decode_state(record: bytes) -> UserState:
-    try:
-        return _decode_state(record)
-    except msgspec.ValidationError as error:
-        raise StateLayoutError(
-            f"a user state in the users changelog is not a UserState ({error}): records written "
-            "before commit 1680e57 hold a dict; start the workers on a new XPSTREAM_NAMESPACE"
-        ) from None
 
 
 class UserAttribution:
@@ -257,57 +210,57 @@ class UserAttribution:
         value: float,
         only: str | None = None,
     ) -> None:
+        """Moves the raw totals this event feeds and books the deltas of the analysed metrics
+        (inlined: it runs for every metric event, and calls cost more than the arithmetic)."""
         config = self.config
-        metric = config.metrics[metric_key]
-        added = value if metric.kind == "sum" else 1.0
-        exposures, raw = state.exposures, state.raw
+        added = value if config.metrics[metric_key].kind == "sum" else 1.0
+        lookback, window_seconds = config.lookback_seconds, config.window_seconds
+        exposures, raw, windows = state.exposures, state.raw, self.aggregates.windows
         for target in config.targets.get(metric_key, ()):
             experiment = target.experiment
-            if only is not None and experiment != only:
-                continue
             exposure = exposures.get(experiment)
-            if exposure is None:
+            if exposure is None or (only is not None and experiment != only):
                 continue
             variant, t_e = exposure
             if ts >= t_e:
                 slot = 0
-            elif ts >= t_e - config.lookback_seconds:
+            elif ts >= t_e - lookback:
                 slot = 1
             else:
                 continue
-            before = raw.get(target.raw_key, NO_RAW)
-            after = [before[0], before[1]]
-            after[slot] += added
-            raw[target.raw_key] = after
-            window = config.window(max(ts, t_e))
-            if target.metric is not None:
-                self._book_value(
-                    (experiment, variant, metric_key, window), metric, slot, before, after
-                )
-            for ratio in target.ratios:
-                self._book_ratio(
-                    (experiment, variant, ratio.metric.key, window), ratio, raw, metric_key, before
-                )
-
-    def _book_value(
-        self,
-        key: WindowKey,
-        metric: Metric,
-        slot: int,
-        before: Sequence[float],
-        after: Sequence[float],
-    ) -> None:
-        """The delta of a sum/count/conversion metric when one raw total (y: slot 0, x: slot 1)
-        moved: its sum and square, and the cross term with the other, unchanged, value."""
-        v0, v1 = user_value(metric, before[slot]), user_value(metric, after[slot])
-        if v0 == v1:
-            return
-        other = user_value(metric, before[1 - slot])
-        row = self.aggregates.row(key)
-        first = 1 if slot == 0 else 3  # sum, sum_sq for y; x_sum, x_sum_sq for x
-        row[first] += v1 - v0
-        row[first + 1] += v1 * v1 - v0 * v0
-        row[5] += v1 * other - v0 * other
+            totals = raw.get(target.raw_key)
+            if totals is None:
+                totals = raw[target.raw_key] = [0.0, 0.0]
+            before = totals[slot]
+            totals[slot] = before + added
+            window = math.floor(max(ts, t_e) / window_seconds) * window_seconds
+            metric = target.metric
+            if metric is not None:
+                # The delta of its sum and square, and of the cross term with the other,
+                # unchanged, total (y: slot 0, x: slot 1).
+                if target.identity:
+                    v0, v1, other = before, totals[slot], totals[1 - slot]
+                else:
+                    v0, v1 = user_value(metric, before), user_value(metric, totals[slot])
+                    other = user_value(metric, totals[1 - slot])
+                if v0 != v1:
+                    key = (experiment, variant, metric_key, window)
+                    row = windows.get(key)
+                    if row is None:
+                        row = windows[key] = [0.0] * 9
+                    first = 1 if slot == 0 else 3  # sum, sum_sq for y; x_sum, x_sum_sq for x
+                    row[first] += v1 - v0
+                    row[first + 1] += v1 * v1 - v0 * v0
+                    row[5] += v1 * other - v0 * other
+            if slot == 0:  # ratios are of y alone
+                for ratio in target.ratios:
+                    self._book_ratio(
+                        (experiment, variant, ratio.metric.key, window),
+                        ratio,
+                        raw,
+                        metric_key,
+                        before,
+                    )
 
     def _book_ratio(
         self,
@@ -315,17 +268,18 @@ class UserAttribution:
         ratio: Ratio,
         raw: dict[str, list[float]],
         changed: str,
-        before: Sequence[float],
+        before: float,
     ) -> None:
-        """The delta of a ratio's numerator and denominator terms when one part's y moved."""
-        num_after = raw.get(ratio.numerator_key, NO_RAW)
-        den_after = raw.get(ratio.denominator_key, NO_RAW)
+        """The delta of a ratio's numerator and denominator terms when one part's y moved
+        from ``before``."""
+        num_after = raw.get(ratio.numerator_key, NO_RAW)[0]
+        den_after = raw.get(ratio.denominator_key, NO_RAW)[0]
         num_before = before if changed == ratio.numerator.key else num_after
         den_before = before if changed == ratio.denominator.key else den_after
-        y0 = user_value(ratio.numerator, num_before[0])
-        d0 = user_value(ratio.denominator, den_before[0])
-        y1 = user_value(ratio.numerator, num_after[0])
-        d1 = user_value(ratio.denominator, den_after[0])
+        y0 = user_value(ratio.numerator, num_before)
+        d0 = user_value(ratio.denominator, den_before)
+        y1 = user_value(ratio.numerator, num_after)
+        d1 = user_value(ratio.denominator, den_after)
         if y0 == y1 and d0 == d1:
             return
         row = self.aggregates.row(key)
@@ -337,12 +291,15 @@ class UserAttribution:
 
     def _buffer(self, state: UserState, ts: float, metric: str, value: float) -> None:
         names = state.buffer_metrics
-        if metric not in names:
+        try:
+            index = names.index(metric)
+        except ValueError:
+            index = len(names)
             names.append(metric)
         buffer = state.buffer
-        buffer += BUFFER_RECORD.pack(ts, value, names.index(metric))
+        buffer += BUFFER_RECORD.pack(ts, value, index)
         oldest = state.newest - self.horizon
-        if len(buffer) > self.buffer_bytes or BUFFER_RECORD.unpack_from(buffer)[0] < oldest:
+        if len(buffer) > self.buffer_bytes or FIRST_TS(buffer)[0] < oldest:
             kept = [record for record in BUFFER_RECORD.iter_unpack(buffer) if record[0] >= oldest]
             state.buffer = bytearray(
                 b"".join(BUFFER_RECORD.pack(*record) for record in kept[-self.config.buffer_size :])

@@ -27,17 +27,12 @@ from faust.types import TP, Message
 from sqlalchemy import Engine
 
 from config.settings import Settings
-from pipelines.attribution import (
-    Aggregates,
-    AttributionConfig,
-    UserAttribution,
-    decode_state,
-    encode_state,
-)
-from pipelines.events import CatalogIndex, Event, Exposure, Rejection, decode_message
+from pipelines.attribution import Aggregates, AttributionConfig, UserAttribution
+from pipelines.events import ENCODE_EVENTS, CatalogIndex, Event, Rejection, decode_message
 from pipelines.faust_app import make_app
 from pipelines.producer import partitions_for, partitions_of_keys
 from pipelines.skipped import first_offset, missing_ranges, read_range
+from pipelines.user_state import decode_state, encode_state
 from sinks.sql.store import WINDOW_STATS, flush_partition_state, load_catalog
 
 log = logging.getLogger(__name__)
@@ -251,7 +246,7 @@ class Pipeline:
             if home != partition:
                 strays[home].extend(by_user.pop(user_id))
         for home, events in strays.items():
-            await self.events_topic.send(value=_envelope(events), partition=home)
+            await self.events_topic.send(value=ENCODE_EVENTS(events), partition=home)
 
         attribution = UserAttribution(config, aggregates)
         user_writes = []
@@ -504,15 +499,6 @@ def store_dict(table: Any) -> dict[bytes, bytes]:
     """A memory-store table's own dict: the store's mapping methods are Python-level layers
     that cost more than the lookups themselves."""
     return table.data.data
-
-
-def _envelope(events: list[Event]) -> bytes:
-    return orjson.dumps(
-        [
-            {"type": "exposure" if isinstance(e, Exposure) else "metric", **e._asdict()}
-            for e in events
-        ]
-    )
 
 
 def build_pipeline(

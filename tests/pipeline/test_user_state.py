@@ -13,16 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from config.catalog import parse_catalog
-from pipelines.attribution import (
-    Aggregates,
-    AttributionConfig,
-    StateLayoutError,
-    UserAttribution,
-    UserState,
-    decode_state,
-    encode_state,
-)
+from pipelines.attribution import Aggregates, AttributionConfig, UserAttribution
 from pipelines.events import Event, Exposure, MetricEvent
+from pipelines.user_state import StateLayoutError, UserState, decode_state, encode_state
 
 CATALOG = parse_catalog(
     {
