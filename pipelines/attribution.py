@@ -302,5 +302,7 @@ class UserAttribution:
         if len(buffer) > self.buffer_bytes or FIRST_TS(buffer)[0] < oldest:
             kept = [record for record in BUFFER_RECORD.iter_unpack(buffer) if record[0] >= oldest]
             state.buffer = bytearray(
-                b"".join(BUFFER_RECORD.pack(*record) for record in kept[-self.config.buffer_size :])
+                b"".join(
+                    [BUFFER_RECORD.pack(*record) for record in kept[-self.config.buffer_size :]]
+                )
             )

@@ -118,6 +118,15 @@ def _live_children(parent: int) -> list[str]:
     return children
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Python imports a compiled module over its source: stop when one is older than it."""
+    root = Path(__file__).resolve().parent.parent
+    for extension in root.glob("pipelines/*.so"):
+        source = extension.with_name(extension.name.split(".")[0] + ".py")
+        if source.exists() and source.stat().st_mtime > extension.stat().st_mtime:
+            pytest.exit(f"{extension.name} is older than {source.name}: run `make native`", 2)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Fail the run if a service a test started outlives the session."""
     leftovers = _live_children(os.getpid())
