@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 from config.catalog import Catalog, Metric
 from pipelines.events import Event, Exposure
-from pipelines.user_state import BUFFER_RECORD, FIRST_TS, ID_END, UserState, id_key
+from pipelines.user_state import BUFFER_RECORD, FIRST_TS, ID_END, UserState
 
 WindowKey = tuple[str, str, str, int]  # experiment, variant, metric, window_start
 RAW_SEP = "\x1f"  # catalog keys never hold it
@@ -132,6 +132,14 @@ class Aggregates:
         if row is None:
             row = self.windows[key] = [0.0] * 9
         return row
+
+
+def id_key(event_id: str) -> str:
+    """The event id as kept for de-duplication: escaped, so that no key holds ID_END and two
+    ids never share a key."""
+    if ID_END in event_id or "\x01" in event_id:
+        return event_id.replace("\x01", "\x01\x01").replace(ID_END, "\x01\x02")
+    return event_id
 
 
 class UserAttribution:
@@ -291,9 +299,9 @@ class UserAttribution:
 
     def _buffer(self, state: UserState, ts: float, metric: str, value: float) -> None:
         names = state.buffer_metrics
-        try:
+        if metric in names:
             index = names.index(metric)
-        except ValueError:
+        else:
             index = len(names)
             names.append(metric)
         buffer = state.buffer
