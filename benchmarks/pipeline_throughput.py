@@ -27,6 +27,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from config.settings import Settings
 from jobs.simulate import demo_catalog
+from pipelines import attribution
 from pipelines.attribution import Aggregates, AttributionConfig, UserAttribution
 from pipelines.embedded_broker import EmbeddedBroker
 from pipelines.events import CatalogIndex, decode_message
@@ -240,6 +241,8 @@ async def main_async(args: argparse.Namespace, bootstrap: str, flavor: str) -> N
         f"broker: {flavor} at {bootstrap}; {len(lines)} events in envelopes of "
         f"{args.envelope_events}, {PARTITIONS} partitions, one worker process, "
         + ("exactly-once" if flavor == "apache" else "at-least-once (no transactions)")
+        + "; attribution "
+        + ("as Python" if attribution.__file__.endswith(".py") else "compiled (mypyc)")
     )
     pipeline = await pipeline_rate(settings, bootstrap, lines, args.envelope_events)
     top = await ceiling(bootstrap, Topics.of(settings.namespace).events, len(lines))
