@@ -222,7 +222,7 @@ class UserAttribution:
         (inlined: it runs for every metric event, and calls cost more than the arithmetic)."""
         config = self.config
         added = value if config.metrics[metric_key].kind == "sum" else 1.0
-        lookback, window_seconds = config.lookback_seconds, config.window_seconds
+        lookback = config.lookback_seconds
         exposures, raw, windows = state.exposures, state.raw, self.aggregates.windows
         for target in config.targets.get(metric_key, ()):
             experiment = target.experiment
@@ -241,7 +241,7 @@ class UserAttribution:
                 totals = raw[target.raw_key] = [0.0, 0.0]
             before = totals[slot]
             totals[slot] = before + added
-            window = math.floor(max(ts, t_e) / window_seconds) * window_seconds
+            window = config.window(max(ts, t_e))
             metric = target.metric
             if metric is not None:
                 # The delta of its sum and square, and of the cross term with the other,
