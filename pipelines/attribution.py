@@ -218,12 +218,12 @@ class UserAttribution:
         value: float,
         only: str | None = None,
     ) -> None:
-        """Moves the raw totals this event feeds and books the deltas of the analysed metrics
-        (inlined: it runs for every metric event, and calls cost more than the arithmetic)."""
+        """Moves the raw totals this event feeds and books the deltas of the analysed metrics,
+        in one pass over its targets: it runs for every metric event."""
         config = self.config
         added = value if config.metrics[metric_key].kind == "sum" else 1.0
         lookback = config.lookback_seconds
-        exposures, raw, windows = state.exposures, state.raw, self.aggregates.windows
+        exposures, raw = state.exposures, state.raw
         for target in config.targets.get(metric_key, ()):
             experiment = target.experiment
             exposure = exposures.get(experiment)
@@ -252,10 +252,7 @@ class UserAttribution:
                     v0, v1 = user_value(metric, before), user_value(metric, totals[slot])
                     other = user_value(metric, totals[1 - slot])
                 if v0 != v1:
-                    key = (experiment, variant, metric_key, window)
-                    row = windows.get(key)
-                    if row is None:
-                        row = windows[key] = [0.0] * 9
+                    row = self.aggregates.row((experiment, variant, metric_key, window))
                     first = 1 if slot == 0 else 3  # sum, sum_sq for y; x_sum, x_sum_sq for x
                     row[first] += v1 - v0
                     row[first + 1] += v1 * v1 - v0 * v0
