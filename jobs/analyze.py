@@ -1,17 +1,15 @@
-"""`xpstream analyze`: statistics over sufficient statistics given as JSON (DESIGN.md §11)."""
+"""`xpstream analyze`: statistics over sufficient statistics given as JSON (docs/design.md §11):
+the input validated here, the analysis by :mod:`stats.experiment_analysis`."""
 
 from __future__ import annotations
 
-import math
 from typing import Any, Literal
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from stats.analysis import AnalysisOptions, ComparisonBatch, ComparisonResults, analyze
+from stats.analysis import AnalysisOptions
 from stats.bayesian import NormalPrior
-from stats.srm import SRM_THRESHOLD, srm_p_values
-from stats.sufficient import ArmStats
+from stats.experiment_analysis import Comparison, analyse
 
 
 class AnalyzeInputError(ValueError):
@@ -137,102 +135,24 @@ def _describe(payload: Any, index: int) -> str:
         return "?"
 
 
-def run_analysis(request: AnalyzeInput) -> dict[str, Any]:
-    """The analysis as the JSON document of DESIGN.md §11."""
-    pairs = [
-        (comparison, variant)
-        for comparison in request.comparisons
-        for variant in comparison.arms
-        if variant != comparison.control
-    ]
-    experiments = {
-        key: i for i, key in enumerate(dict.fromkeys(c.experiment for c in request.comparisons))
-    }
-    results: list[dict[str, Any]] = []
-    if pairs:
-        batch = ComparisonBatch(
-            control=ArmStats.concat([ArmStats.of(**c.arms[c.control].stats()) for c, _ in pairs]),
-            variant=ArmStats.concat([ArmStats.of(**c.arms[v].stats()) for c, v in pairs]),
-            is_ratio=np.array([c.kind == "ratio" for c, _ in pairs]),
-            use_cuped=np.array([c.arms[c.control].has_covariate() for c, _ in pairs]),
-            group=np.array([experiments[c.experiment] for c, _ in pairs], dtype=np.int64),
-            previous_sequential_p=np.array(
-                [(c.previous_sequential_p_value or {}).get(v, np.nan) for c, v in pairs]
-            ),
-        )
-        prior = NormalPrior(**request.prior) if request.prior else None
-        options = AnalysisOptions(request.alpha, request.tau, request.correction, prior)
-        computed = analyze(batch, options)
-        results = [
-            result_row(c.experiment, c.metric, c.control, v, computed, i)
-            for i, (c, v) in enumerate(pairs)
-        ]
-    return {"results": results, "srm": srm_rows(request.comparisons)}
-
-
-def result_row(
-    experiment: str,
-    metric: str,
-    control: str,
-    variant: str,
-    computed: ComparisonResults,
-    index: int,
-) -> dict[str, Any]:
-    row = computed.row(index)
-    return {
-        "experiment": experiment,
-        "metric": metric,
-        "variant": variant,
-        "control": control,
-        "n_control": int(row["n_control"]),
-        "n_variant": int(row["n_variant"]),
-        "mean_control": _number(row["mean_control"]),
-        "mean_variant": _number(row["mean_variant"]),
-        "abs_effect": _number(row["abs_effect"]),
-        "abs_ci": _interval(row["abs_ci_low"], row["abs_ci_high"]),
-        "rel_effect": _number(row["rel_effect"]),
-        "rel_ci": _interval(row["rel_ci_low"], row["rel_ci_high"]),
-        "p_value": _number(row["p_value"]),
-        "adjusted_p_value": _number(row["adjusted_p_value"]),
-        "significant": bool(row["significant"]),
-        "cuped": bool(row["cuped"]),
-        "variance_reduction": _number(row["variance_reduction"]),
-        "sequential_p_value": _number(row["sequential_p_value"]),
-        "sequential_rel_ci": _interval(row["sequential_rel_ci_low"], row["sequential_rel_ci_high"]),
-        "chance_to_win": _number(row["chance_to_win"]),
-        "expected_loss": _number(row["expected_loss"]),
-        "notes": row["reasons"],
-    }
-
-
-def srm_rows(comparisons: list[ComparisonInput]) -> list[dict[str, Any]]:
-    """SRM once per experiment, from the first comparison that gives an expected split."""
-    chosen: dict[str, ComparisonInput] = {}
-    for comparison in comparisons:
-        if comparison.expected_split and comparison.experiment not in chosen:
-            chosen[comparison.experiment] = comparison
-    if not chosen:
-        return []
-    width = max(len(c.arms) for c in chosen.values())
-    observed = np.full((len(chosen), width), np.nan)
-    shares = np.full((len(chosen), width), np.nan)
-    for row, comparison in enumerate(chosen.values()):
-        split = comparison.expected_split or {}
-        for column, (name, arm) in enumerate(comparison.arms.items()):
-            observed[row, column] = arm.n
-            shares[row, column] = split.get(name, 0.0)
-    p_values = srm_p_values(observed, shares)
+def comparisons_of(request: AnalyzeInput) -> list[Comparison]:
     return [
-        {"experiment": key, "p_value": float(p), "mismatch": bool(p < SRM_THRESHOLD)}
-        for key, p in zip(chosen, p_values, strict=True)
+        Comparison(
+            experiment=c.experiment,
+            metric=c.metric,
+            kind=c.kind,
+            control=c.control,
+            arms={name: arm.stats() for name, arm in c.arms.items()},
+            expected_split=c.expected_split,
+            cuped=c.arms[c.control].has_covariate(),
+            previous_sequential_p=c.previous_sequential_p_value or {},
+        )
+        for c in request.comparisons
     ]
 
 
-def _number(value: float) -> float | None:
-    value = float(value)
-    return None if math.isnan(value) else value
-
-
-def _interval(low: float, high: float) -> list[float] | None:
-    low_value, high_value = _number(low), _number(high)
-    return None if low_value is None or high_value is None else [low_value, high_value]
+def run_analysis(request: AnalyzeInput) -> dict[str, Any]:
+    """The analysis as the JSON document of docs/design.md §11."""
+    prior = NormalPrior(**request.prior) if request.prior else None
+    options = AnalysisOptions(request.alpha, request.tau, request.correction, prior)
+    return analyse(comparisons_of(request), options).to_json()

@@ -1,6 +1,6 @@
 """The analyzer loop: every ANALYSIS_INTERVAL_SECONDS, one vectorised analysis of all running
 experiments; guardrail breaches roll flags back and SRM mismatches alert, each decision in the
-same transaction as its audit row, alert row and outbox row (DESIGN.md §1, §10)."""
+same transaction as its audit row, alert row and outbox row (docs/design.md §1, §10)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import logging
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,13 +17,14 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from config.catalog import Experiment
-from jobs.analyze import AnalyzeInput, run_analysis
-from jobs.report import GuardrailCheck, comparisons_for, guardrail_checks
-from sinks.sql.alerts import add_alert
+from sinks.sql.alerts import add_alert, alert_payload
+from sinks.sql.analysis import analyse_stored
 from sinks.sql.audit import rollback_flag
 from sinks.sql.models import GuardrailStateRow, SrmStateRow
-from sinks.sql.results import record_results, running_min_p_values
-from sinks.sql.store import cumulative_arms, load_catalog
+from sinks.sql.results import record_results
+from sinks.sql.store import load_catalog
+from stats.analysis import AnalysisOptions
+from stats.experiment_analysis import Analysis, GuardrailCheck, SrmResult, guardrail_checks
 
 log = logging.getLogger(__name__)
 
@@ -52,26 +52,18 @@ def analyze_once(
     running = [e for e in catalog.experiments if e.status == "running"]
     if not running:
         return look
-    arms = cumulative_arms(engine, [e.key for e in running])
-    previous = running_min_p_values(engine)
-    comparisons = [
-        c for e in running for c in comparisons_for(catalog, e, arms, previous_p=previous)
-    ]
-    analysis = run_analysis(
-        AnalyzeInput.model_construct(
-            alpha=alpha, tau=tau, correction="holm", prior=None, comparisons=comparisons
-        )
-    )
-    look.comparisons = len(analysis["results"])
-    srm = {row["experiment"]: row for row in analysis["srm"]}
+    analysis = analyse_stored(engine, catalog, running, AnalysisOptions(alpha, tau))
+    look.comparisons = len(analysis.results)
     with Session(engine) as session, session.begin():
-        record_results(session, analysis["results"], look.looked_at, search_outbox)
+        record_results(
+            session, [r.to_json() for r in analysis.results], look.looked_at, search_outbox
+        )
         for experiment in running:
-            results = [r for r in analysis["results"] if r["experiment"] == experiment.key]
-            for check in guardrail_checks(experiment, results):
+            for check in guardrail_checks(experiment, analysis.results_of(experiment.key)):
                 _apply_guardrail(session, experiment, check, look)
-            if experiment.key in srm:
-                _apply_srm(session, experiment, srm[experiment.key], comparisons, look)
+            srm = analysis.srm_of(experiment.key)
+            if srm is not None:
+                _apply_srm(session, experiment, srm, analysis, look)
     return look
 
 
@@ -94,32 +86,31 @@ def _apply_guardrail(
     result, guardrail = check.result, check.guardrail
     action = "none"
     if guardrail.action == "rollback" and experiment.flag is not None:
-        low, high = result["sequential_rel_ci"]
+        low, high = result.sequential_rel_ci or (float("nan"), float("nan"))
         reason = (
             f"guardrail {guardrail.metric} breached by {check.variant}: relative effect "
-            f"{result['rel_effect']:+.2%}, always-valid interval [{low:+.2%}, {high:+.2%}], "
+            f"{result.rel_effect or 0.0:+.2%}, always-valid interval [{low:+.2%}, {high:+.2%}], "
             f"margin {guardrail.margin:.2%} ({guardrail.bad_direction} is bad)"
         )
         actor = f"guardrail:{experiment.key}/{guardrail.metric}"
         if rollback_flag(session, experiment.flag, reason=reason, actor=actor, at=look.looked_at):
             action = "rollback"
             look.rolled_back.append(experiment.flag)
-    payload = {
-        "alert_id": str(uuid.uuid4()),
-        "kind": "guardrail_breach",
-        "experiment": experiment.key,
-        "flag": experiment.flag,
-        "metric": guardrail.metric,
-        "variant": check.variant,
-        "rel_effect": result["rel_effect"],
-        "rel_ci": result["sequential_rel_ci"],
-        "margin": guardrail.margin,
-        "sequential_p_value": result["sequential_p_value"],
-        "n_control": result["n_control"],
-        "n_variant": result["n_variant"],
-        "action_taken": action,
-        "created_at": look.looked_at.isoformat(),
-    }
+    payload = alert_payload(
+        "guardrail_breach",
+        experiment.key,
+        experiment.flag,
+        look.looked_at,
+        metric=guardrail.metric,
+        variant=check.variant,
+        rel_effect=result.rel_effect,
+        rel_ci=list(result.sequential_rel_ci) if result.sequential_rel_ci else None,
+        margin=guardrail.margin,
+        sequential_p_value=result.sequential_p_value,
+        n_control=result.n_control,
+        n_variant=result.n_variant,
+        action_taken=action,
+    )
     add_alert(session, payload, look.looked_at, look.search_outbox)
     state.breached_at, state.alert_id, state.action_taken = (
         look.looked_at,
@@ -132,41 +123,32 @@ def _apply_guardrail(
 def _apply_srm(
     session: Session,
     experiment: Experiment,
-    srm: dict[str, Any],
-    comparisons: list[Any],
+    srm: SrmResult,
+    analysis: Analysis,
     look: Look,
 ) -> None:
     state = session.get(SrmStateRow, experiment.key)
     if state is None:
         state = SrmStateRow(experiment=experiment.key, alert_open=False)
         session.add(state)
-    state.looked_at, state.p_value, state.mismatch = look.looked_at, srm["p_value"], srm["mismatch"]
-    if not srm["mismatch"]:
+    state.looked_at, state.p_value, state.mismatch = look.looked_at, srm.p_value, srm.mismatch
+    if not srm.mismatch:
         state.alert_open = False  # cleared: a later mismatch alerts again
         return
     if state.alert_open:
         return
     state.alert_open = True
-    arms = next(c.arms for c in comparisons if c.experiment == experiment.key)
-    sizes = {variant: int(arm.n) for variant, arm in arms.items()}
-    payload = {
-        "alert_id": str(uuid.uuid4()),
-        "kind": "srm_mismatch",
-        "experiment": experiment.key,
-        "flag": experiment.flag,
-        "metric": None,
-        "variant": None,
-        "rel_effect": None,
-        "rel_ci": None,
-        "margin": None,
-        "sequential_p_value": None,
-        "n_control": sizes.get(experiment.control, 0),
-        "n_variant": sum(n for v, n in sizes.items() if v != experiment.control),
-        "action_taken": "none",
-        "created_at": look.looked_at.isoformat(),
-        "srm_p_value": srm["p_value"],
-        "arm_sizes": sizes,
-    }
+    sizes = analysis.arm_sizes(experiment.key)
+    payload = alert_payload(
+        "srm_mismatch",
+        experiment.key,
+        experiment.flag,
+        look.looked_at,
+        n_control=sizes.get(experiment.control, 0),
+        n_variant=sum(n for v, n in sizes.items() if v != experiment.control),
+        srm_p_value=srm.p_value,
+        arm_sizes=sizes,
+    )
     add_alert(session, payload, look.looked_at, look.search_outbox)
     look.alerts.append(payload)
 

@@ -3,166 +3,61 @@
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from sqlalchemy import Engine
 
-from config.catalog import Catalog, Experiment, Guardrail
-from jobs.analyze import AnalyzeInput, ArmInput, ComparisonInput, run_analysis
-from sinks.sql.results import flag_rolled_back, guardrail_actions, running_min_p_values
-from sinks.sql.store import WINDOW_STATS, counter_totals, cumulative_arms, window_rows
+from config.catalog import Catalog, Experiment
+from sinks.sql.analysis import analyse_stored
+from sinks.sql.results import flag_rolled_back, guardrail_actions
+from sinks.sql.store import counter_totals, window_rows
 from stats.analysis import AnalysisOptions, ComparisonBatch, analyze
-from stats.guardrails import guardrail_status
-from stats.sufficient import ArmStats
-
-EMPTY_ARM = dict.fromkeys(WINDOW_STATS, 0.0)
+from stats.experiment_analysis import guardrail_checks
+from stats.sufficient import STATISTICS, ArmStats
 
 
 class UnknownExperimentError(KeyError):
     pass
 
 
-def _arm_input(stats: dict[str, float], kind: str, cuped: bool) -> ArmInput:
-    values: dict[str, Any] = {"n": stats["n"], "sum": stats["sum"], "sum_sq": stats["sum_sq"]}
-    if cuped:
-        values |= {k: stats[k] for k in ("x_sum", "x_sum_sq", "xy_sum")}
-    if kind == "ratio":
-        values |= {k: stats[k] for k in ("den_sum", "den_sum_sq", "num_den_sum")}
-    return ArmInput.model_construct(**values)
-
-
-def comparisons_for(
-    catalog: Catalog,
-    experiment: Experiment,
-    arms: dict[tuple[str, str, str], dict[str, float]],
-    previous_p: dict[tuple[str, str, str], float] | None = None,
-) -> list[ComparisonInput]:
-    """One comparison per analysed metric; CUPED wherever a pre-period covariate exists;
-    ``previous_p`` continues each comparison's always-valid p-value from the last look."""
-    previous_p = previous_p or {}
-    comparisons = []
-    weights = {v.key: v.weight for v in experiment.variants}
-    total_weight = sum(weights.values()) or 1.0
-    for metric_key in experiment.analysed_metrics:
-        kind = catalog.metric(metric_key).kind
-        per_arm = {
-            v: arms.get((experiment.key, v, metric_key), EMPTY_ARM) for v in experiment.variant_keys
-        }
-        cuped = kind != "ratio" and any(s["x_sum_sq"] > 0 for s in per_arm.values())
-        comparisons.append(
-            ComparisonInput.model_construct(
-                experiment=experiment.key,
-                metric=metric_key,
-                kind=kind,
-                control=experiment.control,
-                expected_split={v: w / total_weight for v, w in weights.items()},
-                arms={v: _arm_input(s, kind, cuped) for v, s in per_arm.items()},
-                previous_sequential_p_value={
-                    v: previous_p[(experiment.key, metric_key, v)]
-                    for v in experiment.variant_keys
-                    if (experiment.key, metric_key, v) in previous_p
-                }
-                or None,
-            )
-        )
-    return comparisons
-
-
 def build_report(
     engine: Engine, catalog: Catalog, experiment_key: str, alpha: float, tau: float
 ) -> dict[str, Any]:
+    """The JSON report of docs/design.md §11, from the analysis service."""
     try:
         experiment = catalog.experiment(experiment_key)
     except StopIteration:
         raise UnknownExperimentError(experiment_key) from None
-    arms = cumulative_arms(engine, [experiment.key])
-    comparisons = comparisons_for(catalog, experiment, arms, running_min_p_values(engine))
-    analysis = run_analysis(
-        AnalyzeInput.model_construct(
-            alpha=alpha, tau=tau, correction="holm", prior=None, comparisons=comparisons
-        )
-    )
+    analysis = analyse_stored(engine, catalog, [experiment], AnalysisOptions(alpha, tau))
     users = counter_totals(engine, "users").get(experiment.key, 0.0)
     crossovers = counter_totals(engine, "crossovers").get(experiment.key, 0.0)
     flag = next((f for f in catalog.flags if f.key == experiment.flag), None)
+    srm = analysis.srm_of(experiment.key)
+    actions = guardrail_actions(engine, experiment.key)
     return {
         "experiment": experiment.key,
         "arms": [
-            {
-                "variant": variant,
-                "metric": metric,
-                **{
-                    k: arms.get((experiment.key, variant, metric), EMPTY_ARM)[k]
-                    for k in WINDOW_STATS
-                },
-            }
-            for metric in experiment.analysed_metrics
-            for variant in experiment.variant_keys
+            {"variant": variant, "metric": c.metric, **{k: c.arms[variant][k] for k in STATISTICS}}
+            for c in analysis.comparisons
+            for variant in c.arms
         ],
-        "results": analysis["results"],
-        "srm": analysis["srm"][0] if analysis["srm"] else None,
-        "guardrails": guardrail_rows(
-            experiment, analysis["results"], guardrail_actions(engine, experiment.key)
-        ),
+        "results": [r.to_json() for r in analysis.results],
+        "srm": srm.to_json() if srm else None,
+        "guardrails": [
+            {
+                "metric": check.guardrail.metric,
+                "variant": check.variant,
+                "status": check.status,
+                "action_taken": actions.get((check.guardrail.metric, check.variant), "none"),
+            }
+            for check in guardrail_checks(experiment, analysis.results)
+        ],
         "flag": (
             {"key": flag.key, "rolled_back": flag_rolled_back(engine, flag.key)} if flag else None
         ),
         "counters": {"users": int(users), "crossovers": int(crossovers)},
     }
-
-
-@dataclass(frozen=True)
-class GuardrailCheck:
-    guardrail: Guardrail
-    variant: str
-    result: dict[str, Any]
-    status: str  # ok | breached | waiting
-
-
-def guardrail_checks(experiment: Experiment, results: list[dict[str, Any]]) -> list[GuardrailCheck]:
-    """The §10 breach rule for every guardrail × treatment arm, in one vectorised call."""
-    by_key = {(r["metric"], r["variant"]): r for r in results}
-    pairs = [
-        (g, v, by_key[(g.metric, v)])
-        for g in experiment.guardrails
-        for v in experiment.variant_keys
-        if v != experiment.control
-    ]
-    if not pairs:
-        return []
-    intervals = np.array([r["sequential_rel_ci"] or [np.nan, np.nan] for _, _, r in pairs])
-    statuses = guardrail_status(
-        intervals[:, 0],
-        intervals[:, 1],
-        np.array([r["n_control"] for _, _, r in pairs], dtype=float),
-        np.array([r["n_variant"] for _, _, r in pairs], dtype=float),
-        np.array([g.margin for g, _, _ in pairs]),
-        np.array([g.bad_direction == "increase" for g, _, _ in pairs]),
-        np.array([g.min_users for g, _, _ in pairs], dtype=float),
-    )
-    return [
-        GuardrailCheck(g, v, r, str(status))
-        for (g, v, r), status in zip(pairs, statuses, strict=True)
-    ]
-
-
-def guardrail_rows(
-    experiment: Experiment,
-    results: list[dict[str, Any]],
-    actions: dict[tuple[str, str], str] | None = None,
-) -> list[dict[str, Any]]:
-    actions = actions or {}
-    return [
-        {
-            "metric": c.guardrail.metric,
-            "variant": c.variant,
-            "status": c.status,
-            "action_taken": actions.get((c.guardrail.metric, c.variant), "none"),
-        }
-        for c in guardrail_checks(experiment, results)
-    ]
 
 
 def cumulative_lift_series(
@@ -178,7 +73,7 @@ def cumulative_lift_series(
         by_window.setdefault(int(row["window_start"]), []).append(row)
     for window in windows:
         for row in by_window[window]:
-            stats = ArmStats.of(**{k: float(row[k] or 0.0) for k in WINDOW_STATS})
+            stats = ArmStats.from_rows([row])
             key = (row["metric"], row["variant"])
             running[key] = running[key] + stats if key in running else stats
         for metric_key in experiment.analysed_metrics:

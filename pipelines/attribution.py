@@ -1,4 +1,4 @@
-"""Per-user attribution (DESIGN.md §5) and deltas of sufficient statistics (§3), no I/O.
+"""Per-user attribution (docs/design.md §5) and deltas of sufficient statistics (§3), no I/O.
 
 A user's state is a :class:`UserState`: the exposures, crossovers, raw totals per event metric,
 recent event ids, and the metric events held for exposures still to come.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from config.catalog import Catalog, Metric
 from pipelines.events import Event, Exposure
@@ -18,6 +18,18 @@ from pipelines.user_state import BUFFER_RECORD, FIRST_TS, ID_END, UserState
 WindowKey = tuple[str, str, str, int]  # experiment, variant, metric, window_start
 RAW_SEP = "\x1f"  # catalog keys never hold it
 NO_RAW = (0.0, 0.0)
+# Positions in a window row: the order of stats.sufficient.STATISTICS, as literals so that mypyc
+# inlines them (tests/test_statistics_defined_once.py holds the two together).
+N: Final = 0
+SUM: Final = 1
+SUM_SQ: Final = 2
+X_SUM: Final = 3
+X_SUM_SQ: Final = 4
+XY_SUM: Final = 5
+DEN_SUM: Final = 6
+DEN_SUM_SQ: Final = 7
+NUM_DEN_SUM: Final = 8
+ROW_LENGTH: Final = 9
 
 
 class Ratio(NamedTuple):
@@ -130,7 +142,7 @@ class Aggregates:
     def row(self, key: WindowKey) -> list[float]:
         row = self.windows.get(key)
         if row is None:
-            row = self.windows[key] = [0.0] * 9
+            row = self.windows[key] = [0.0] * ROW_LENGTH
         return row
 
 
@@ -197,7 +209,7 @@ class UserAttribution:
         counters[("users", experiment)] += 1
         window = self.config.window(event.ts)
         for metric in self.config.analysed.get(experiment, ()):
-            self.aggregates.row((experiment, variant, metric.key, window))[0] += 1.0
+            self.aggregates.row((experiment, variant, metric.key, window))[N] += 1.0
         # Metric events that arrived before this exposure, split by their event time; those of
         # other metrics, or older than the lookback, would feed nothing.
         names, inputs = state.buffer_metrics, self.config.inputs.get(experiment, frozenset())
@@ -253,10 +265,13 @@ class UserAttribution:
                     other = user_value(metric, totals[1 - slot])
                 if v0 != v1:
                     row = self.aggregates.row((experiment, variant, metric_key, window))
-                    first = 1 if slot == 0 else 3  # sum, sum_sq for y; x_sum, x_sum_sq for x
-                    row[first] += v1 - v0
-                    row[first + 1] += v1 * v1 - v0 * v0
-                    row[5] += v1 * other - v0 * other
+                    if slot == 0:
+                        row[SUM] += v1 - v0
+                        row[SUM_SQ] += v1 * v1 - v0 * v0
+                    else:
+                        row[X_SUM] += v1 - v0
+                        row[X_SUM_SQ] += v1 * v1 - v0 * v0
+                    row[XY_SUM] += v1 * other - v0 * other
             if slot == 0:  # ratios are of y alone
                 for ratio in target.ratios:
                     self._book_ratio(
@@ -288,11 +303,11 @@ class UserAttribution:
         if y0 == y1 and d0 == d1:
             return
         row = self.aggregates.row(key)
-        row[1] += y1 - y0
-        row[2] += y1 * y1 - y0 * y0
-        row[6] += d1 - d0
-        row[7] += d1 * d1 - d0 * d0
-        row[8] += y1 * d1 - y0 * d0
+        row[SUM] += y1 - y0
+        row[SUM_SQ] += y1 * y1 - y0 * y0
+        row[DEN_SUM] += d1 - d0
+        row[DEN_SUM_SQ] += d1 * d1 - d0 * d0
+        row[NUM_DEN_SUM] += y1 * d1 - y0 * d0
 
     def _buffer(self, state: UserState, ts: float, metric: str, value: float) -> None:
         names = state.buffer_metrics

@@ -33,11 +33,12 @@ from pipelines.faust_app import make_app
 from pipelines.producer import partitions_for, partitions_of_keys
 from pipelines.skipped import first_offset, missing_ranges, read_range
 from pipelines.user_state import decode_state, encode_state
-from sinks.sql.store import WINDOW_STATS, flush_partition_state, load_catalog
+from sinks.sql.store import flush_partition_state, load_catalog
+from stats.sufficient import STATISTICS
 
 log = logging.getLogger(__name__)
 SEP = "\x1f"
-STAT_COUNT = len(WINDOW_STATS)
+STAT_COUNT = len(STATISTICS)
 BATCH_MESSAGES = 256  # messages taken together under exactly-once
 UNIT_BYTES = 32 * 1024 * 1024  # raw bytes per unit of work at most: envelopes reach 1 MiB
 BATCH_WAIT_SECONDS = 0.02
@@ -412,7 +413,7 @@ class Pipeline:
                 continue
             numbers = orjson.loads(value)
             if parts[0] == "w":
-                row = dict(zip(WINDOW_STATS, numbers[:STAT_COUNT], strict=True))
+                row = dict(zip(STATISTICS, numbers[:STAT_COUNT], strict=True))
                 windows.append(
                     {
                         "experiment": parts[1],

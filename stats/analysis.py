@@ -55,7 +55,8 @@ class ComparisonResults:
     rel_variance: FloatArray
     rel_ci_low: FloatArray
     rel_ci_high: FloatArray
-    p_value: FloatArray
+    abs_p_value: FloatArray  # Welch's test of the absolute difference
+    p_value: FloatArray  # the decision scale: the relative effect's t-test, as rel_ci
     adjusted_p_value: FloatArray
     significant: BoolArray
     cuped: BoolArray
@@ -112,7 +113,9 @@ def analyze(batch: ComparisonBatch, options: AnalysisOptions) -> ComparisonResul
         hide = too_small if also is None else too_small | also
         return np.where(hide, np.nan, values).astype(np.float64)
 
-    p_value = valid(absolute.p_value)
+    # One scale for decisions: p_value, its adjustment and `significant` test the relative
+    # effect, so they agree with rel_ci (GrowthBook reports relative effects the same way).
+    p_value = valid(rel.p_value, undefined_rel)
     adjusted_p = adjust_p_values(p_value, batch.group, options.correction)
     reasons = _reasons(
         too_small,
@@ -132,6 +135,7 @@ def analyze(batch: ComparisonBatch, options: AnalysisOptions) -> ComparisonResul
         rel_variance=valid(rel.variance, undefined_rel),
         rel_ci_low=valid(rel.ci_low, undefined_rel),
         rel_ci_high=valid(rel.ci_high, undefined_rel),
+        abs_p_value=valid(absolute.p_value),
         p_value=p_value,
         adjusted_p_value=adjusted_p,
         significant=np.nan_to_num(adjusted_p, nan=1.0) < alpha,

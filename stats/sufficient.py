@@ -1,7 +1,11 @@
-"""Additive sufficient statistics per arm (DESIGN.md §3), held as arrays over many comparisons."""
+"""Additive sufficient statistics per arm (docs/design.md §3), held as arrays over many
+comparisons. :class:`ArmStats` is the one definition of the nine statistics' names and order:
+``STATISTICS`` is derived from it, and every other place that spells them out (SQL columns, the
+analysis input, the attribution's row positions) is checked against it by a test."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -49,6 +53,16 @@ class ArmStats:
         )
 
     @classmethod
+    def from_rows(cls, rows: Sequence[Mapping[str, Any]]) -> ArmStats:
+        """One entry per row of named statistics (SQL rows, JSON); a missing or null one is 0."""
+        return cls(
+            **{
+                f.name: np.array([float(row.get(f.name) or 0.0) for row in rows], dtype=np.float64)
+                for f in fields(cls)
+            }
+        )
+
+    @classmethod
     def from_values(cls, y: Any, x: Any | None = None, den: Any | None = None) -> ArmStats:
         """Sufficient statistics of one arm's raw user-level values (tests and simulations)."""
         y_arr = np.asarray(y, dtype=np.float64)
@@ -82,6 +96,9 @@ class ArmStats:
                 for f in fields(ArmStats)
             }
         )
+
+
+STATISTICS: tuple[str, ...] = tuple(f.name for f in fields(ArmStats))
 
 
 def centred(sum_ab: FloatArray, sum_a: FloatArray, sum_b: FloatArray, n: FloatArray) -> FloatArray:

@@ -28,6 +28,7 @@ RESULT_FIELDS = {
     "abs_ci",
     "rel_effect",
     "rel_ci",
+    "abs_p_value",
     "p_value",
     "adjusted_p_value",
     "significant",
@@ -49,6 +50,15 @@ def arm(values: np.ndarray, x: np.ndarray | None = None) -> dict[str, float]:
             "xy_sum": float((x * values).sum()),
         }
     return out
+
+
+def relative_p_value(treatment: np.ndarray, control: np.ndarray) -> float:
+    """The t-test of r = mean_t/mean_c − 1 from raw values: delta-method variance, Welch df."""
+    m_c, m_t = control.mean(), treatment.mean()
+    v_c, v_t = control.var(ddof=1) / control.size, treatment.var(ddof=1) / treatment.size
+    variance = v_t / m_c**2 + m_t**2 * v_c / m_c**4
+    df = (v_c + v_t) ** 2 / (v_c**2 / (control.size - 1) + v_t**2 / (treatment.size - 1))
+    return float(2 * sps.t.sf(abs(m_t / m_c - 1) / np.sqrt(variance), df))
 
 
 def analyze(
@@ -109,9 +119,11 @@ def test_analyze_matches_scipy_and_statsmodels(tmp_path: Path) -> None:
         ("errors", "t2"): (errors_t2, errors_c),
     }
     keys = list(raw)
-    p_values = [sps.ttest_ind(*raw[k], equal_var=False).pvalue for k in keys]
+    abs_p_values = [sps.ttest_ind(*raw[k], equal_var=False).pvalue for k in keys]
+    p_values = [relative_p_value(*raw[k]) for k in keys]
     holm = multipletests(p_values, method="holm")[1]
-    for key, p, adjusted in zip(keys, p_values, holm, strict=True):
+    for key, abs_p, p, adjusted in zip(keys, abs_p_values, p_values, holm, strict=True):
+        assert rows[key]["abs_p_value"] == pytest.approx(abs_p, rel=1e-9)
         assert rows[key]["p_value"] == pytest.approx(p, rel=1e-9)
         assert rows[key]["adjusted_p_value"] == pytest.approx(adjusted, rel=1e-9)
     counts = [900, 950, 920]
@@ -157,7 +169,8 @@ def test_control_mean_zero_is_null_with_a_reason(tmp_path: Path) -> None:
     }
     row = json.loads(analyze(payload, tmp_path=tmp_path).stdout)["results"][0]
     assert row["rel_effect"] is None and row["rel_ci"] is None
-    assert row["p_value"] is not None
+    assert row["p_value"] is None and row["significant"] is False
+    assert row["abs_p_value"] is not None
     assert any("control_mean_zero" in note for note in row["notes"])
 
 
@@ -241,3 +254,28 @@ def test_missing_input_file_is_a_clear_error(tmp_path: Path) -> None:
     )
     assert result.returncode != 0
     assert "cannot read --input" in result.stderr
+
+
+def test_growthbook_example_is_not_significant_on_the_relative_scale(tmp_path: Path) -> None:
+    """GrowthBook's published example: relative lift 0.707 with CI [-0.035, 1.450] spans 0, so
+    it is not significant, though Welch's absolute test alone gives p = 0.020."""
+    payload = {
+        "correction": "none",
+        "comparisons": [
+            {
+                "experiment": "e",
+                "metric": "m",
+                "control": "control",
+                "arms": {
+                    "control": {"n": 3407, "sum": 1396.87, "sum_sq": 52377.9767},
+                    "treatment": {"n": 3461, "sum": 2422.7, "sum_sq": 134698.29},
+                },
+            }
+        ],
+    }
+    row = json.loads(analyze(payload, tmp_path=tmp_path).stdout)["results"][0]
+    assert row["rel_effect"] == pytest.approx(0.707, abs=5e-4)
+    assert row["rel_ci"] == [pytest.approx(-0.035, abs=5e-4), pytest.approx(1.450, abs=5e-4)]
+    assert row["abs_p_value"] == pytest.approx(0.0202, abs=5e-5)
+    assert row["significant"] is False
+    assert 0.05 < row["p_value"] < 0.1

@@ -23,8 +23,8 @@ from sinks.opensearch.sink import OpenSearchSink, backlog
 from sinks.opensearch.templates import templates
 from sinks.sql.migrate import upgrade_to_head
 from sinks.sql.models import SearchOutboxRow
-from sinks.sql.store import WINDOW_STATS as STATS
 from sinks.sql.store import flush_partition_state, make_engine, save_catalog, window_rows
+from stats.sufficient import STATISTICS as STATS
 from tests.conftest import Broker
 from tests.pipeline.conftest import load_catalog, pipeline_env, xpstream
 from tests.pipeline.generate import CATALOG, EventFile, generate

@@ -17,8 +17,8 @@ from sinks.sql.alerts import list_alerts
 from sinks.sql.audit import as_utc, list_audit
 from sinks.sql.models import FlagRow
 from sinks.sql.results import guardrail_states, last_look, latest_results, srm_state
-from sinks.sql.store import WINDOW_STATS, counter_totals, window_rows
-from stats.sufficient import ArmStats, mean_and_variance
+from sinks.sql.store import counter_totals, window_rows
+from stats.sufficient import STATISTICS, ArmStats, mean_and_variance
 
 router = APIRouter(prefix="/v1", tags=["reports"])
 Since = Annotated[datetime | None, Query(description="ISO 8601; only entries at or after it")]
@@ -65,7 +65,7 @@ def timeseries(
     rows = window_rows(state.engine, key)
     if not rows:
         return []
-    stats = ArmStats.of(**{k: np.array([float(r[k] or 0.0) for r in rows]) for k in WINDOW_STATS})
+    stats = ArmStats.from_rows(rows)
     with np.errstate(divide="ignore", invalid="ignore"):
         means, variances = mean_and_variance(stats)
     return [
@@ -76,7 +76,7 @@ def timeseries(
             n=float(r["n"] or 0.0),
             mean=float(m) if np.isfinite(m) else None,
             variance=float(v) if np.isfinite(v) else None,
-            sums={k: float(r[k] or 0.0) for k in WINDOW_STATS if k != "n"},
+            sums={k: float(r[k] or 0.0) for k in STATISTICS if k != "n"},
         )
         for r, m, v in zip(rows, means, variances, strict=True)
     ]

@@ -12,8 +12,8 @@ from sqlalchemy.orm import Session
 from sinks.opensearch.templates import monthly
 from sinks.sql.audit import as_utc
 from sinks.sql.models import AlertRow, LatestResultRow, ResultHistoryRow, WindowAggregateRow
-from sinks.sql.store import SEARCH_KEY_SEP, WINDOW_STATS, search_key
-from stats.sufficient import ArmStats, mean_and_variance
+from sinks.sql.store import SEARCH_KEY_SEP, search_key
+from stats.sufficient import STATISTICS, ArmStats, mean_and_variance
 
 Keyed = list[tuple[str, dict[str, Any]]]  # (outbox key, bulk action)
 
@@ -39,7 +39,7 @@ def window_actions(engine: Engine, prefix: str, keys: Iterable[str]) -> Keyed:
     wanted = [key.split(SEARCH_KEY_SEP) for key in keys]
     if not wanted:
         return []
-    columns = [func.sum(getattr(WindowAggregateRow, s)).label(s) for s in WINDOW_STATS]
+    columns = [func.sum(getattr(WindowAggregateRow, s)).label(s) for s in STATISTICS]
     t = WindowAggregateRow
     query = (
         select(t.experiment, t.variant, t.metric, t.window_start, *columns)
@@ -62,7 +62,7 @@ def window_actions(engine: Engine, prefix: str, keys: Iterable[str]) -> Keyed:
         rows = [dict(row._mapping) for row in conn.execute(query)]
     if not rows:
         return []
-    stats = ArmStats.of(**{s: np.array([float(r[s] or 0.0) for r in rows]) for s in WINDOW_STATS})
+    stats = ArmStats.from_rows(rows)
     with np.errstate(divide="ignore", invalid="ignore"):
         means, variances = mean_and_variance(stats)
     actions: Keyed = []
@@ -75,7 +75,7 @@ def window_actions(engine: Engine, prefix: str, keys: Iterable[str]) -> Keyed:
             "window_start": start,
             "mean": _number(mean),
             "variance": _number(variance),
-            **{s: float(row[s] or 0.0) for s in WINDOW_STATS},
+            **{s: float(row[s] or 0.0) for s in STATISTICS},
         }
         key = search_key(row["experiment"], row["variant"], row["metric"], str(start))
         actions.append(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sinks.sql.store import WINDOW_STATS
+from stats.sufficient import STATISTICS
 
 KEYWORD = {"type": "keyword"}
 DOUBLE = {"type": "double"}
@@ -29,6 +29,7 @@ RESULT_FIELDS = {
     "rel_effect": DOUBLE,
     "rel_ci_low": DOUBLE,
     "rel_ci_high": DOUBLE,
+    "abs_p_value": DOUBLE,
     "p_value": DOUBLE,
     "adjusted_p_value": DOUBLE,
     "significant": {"type": "boolean"},
@@ -67,7 +68,7 @@ def templates(prefix: str) -> dict[str, dict[str, Any]]:
         "window_start": DATE,
         "mean": DOUBLE,
         "variance": DOUBLE,
-        **dict.fromkeys(WINDOW_STATS, DOUBLE),
+        **dict.fromkeys(STATISTICS, DOUBLE),
     }
     alert_fields = {
         "alert_id": KEYWORD,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Any
 
@@ -10,6 +11,38 @@ from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 
 from sinks.sql.models import AlertOutboxRow, AlertRow, SearchOutboxRow
+
+ALERT_FIELDS: dict[str, Any] = {  # every alert carries these; null where one does not apply
+    "metric": None,
+    "variant": None,
+    "rel_effect": None,
+    "rel_ci": None,
+    "margin": None,
+    "sequential_p_value": None,
+    "n_control": 0,
+    "n_variant": 0,
+    "action_taken": "none",
+}
+EXTRA_FIELDS = {"srm_p_value", "arm_sizes"}  # SRM alerts only
+
+
+def alert_payload(
+    kind: str, experiment: str, flag: str | None, created_at: datetime, **fields: Any
+) -> dict[str, Any]:
+    """The published alert document (README, "Guardrail alerts"), with a new ``alert_id``."""
+    unknown = set(fields) - set(ALERT_FIELDS) - EXTRA_FIELDS
+    if unknown:
+        raise TypeError(f"unknown alert fields: {sorted(unknown)}")
+    return {
+        "alert_id": str(uuid.uuid4()),
+        "kind": kind,
+        "experiment": experiment,
+        "flag": flag,
+        **ALERT_FIELDS,
+        **{k: v for k, v in fields.items() if k in ALERT_FIELDS},
+        "created_at": created_at.isoformat(),
+        **{k: v for k, v in fields.items() if k in EXTRA_FIELDS},
+    }
 
 
 def add_alert(

@@ -21,18 +21,7 @@ from sinks.sql.models import (
     VariantRow,
     WindowAggregateRow,
 )
-
-WINDOW_STATS = (
-    "n",
-    "sum",
-    "sum_sq",
-    "x_sum",
-    "x_sum_sq",
-    "xy_sum",
-    "den_sum",
-    "den_sum_sq",
-    "num_den_sum",
-)
+from stats.sufficient import STATISTICS
 
 
 def make_engine(database_url: str) -> Engine:
@@ -209,7 +198,7 @@ def flush_partition_state(
             WindowAggregateRow,
             windows,
             ("experiment", "variant", "metric", "window_start", "partition"),
-            (*WINDOW_STATS, "source_offset"),
+            (*STATISTICS, "source_offset"),
             "source_offset",
         )
         _upsert_newer(
@@ -243,7 +232,7 @@ def cumulative_arms(
     engine: Engine, experiments: Iterable[str] | None = None
 ) -> dict[tuple[str, str, str], dict[str, float]]:
     """(experiment, variant, metric) → the sum of its window rows over windows and partitions."""
-    columns = [func.sum(getattr(WindowAggregateRow, name)).label(name) for name in WINDOW_STATS]
+    columns = [func.sum(getattr(WindowAggregateRow, name)).label(name) for name in STATISTICS]
     query = select(
         WindowAggregateRow.experiment,
         WindowAggregateRow.variant,
@@ -255,7 +244,7 @@ def cumulative_arms(
     with engine.connect() as conn:
         return {
             (row.experiment, row.variant, row.metric): {
-                name: float(getattr(row, name) or 0.0) for name in WINDOW_STATS
+                name: float(getattr(row, name) or 0.0) for name in STATISTICS
             }
             for row in conn.execute(query)
         }
@@ -263,7 +252,7 @@ def cumulative_arms(
 
 def window_rows(engine: Engine, experiment: str) -> list[dict[str, Any]]:
     """Per-window statistics (summed over partitions), oldest first."""
-    columns = [func.sum(getattr(WindowAggregateRow, name)).label(name) for name in WINDOW_STATS]
+    columns = [func.sum(getattr(WindowAggregateRow, name)).label(name) for name in STATISTICS]
     query = (
         select(
             WindowAggregateRow.variant,

@@ -9,18 +9,9 @@ import numpy as np
 import pandas as pd
 
 from config.catalog import Catalog
+from stats.sufficient import STATISTICS
 
-STATS = [
-    "n",
-    "sum",
-    "sum_sq",
-    "x_sum",
-    "x_sum_sq",
-    "xy_sum",
-    "den_sum",
-    "den_sum_sq",
-    "num_den_sum",
-]
+STATS = STATISTICS  # the names only: every value here is computed with pandas
 
 
 def _to_epoch(ts: Any) -> float:

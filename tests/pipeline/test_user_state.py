@@ -16,6 +16,7 @@ from config.catalog import parse_catalog
 from pipelines.attribution import Aggregates, AttributionConfig, UserAttribution
 from pipelines.events import Event, Exposure, MetricEvent
 from pipelines.user_state import StateLayoutError, UserState, decode_state, encode_state
+from stats.sufficient import STATISTICS
 
 CATALOG = parse_catalog(
     {
@@ -95,7 +96,7 @@ def test_an_exposure_uses_the_bounded_buffer(
     events.append(Exposure("x", float(exposure_time), "u", "e", "control"))
     aggregates, _ = run_calls(config, [events[:-1], events[-1:]])
 
-    # DESIGN.md §5: the latest buffer_size events, none more than 2L older than the newest.
+    # docs/design.md §5: the latest buffer_size events, none more than 2L older than the newest.
     buffer: list[tuple[float, float]] = []
     newest = -math.inf
     for ts, value in zip(metric_times, values, strict=True):
@@ -107,10 +108,8 @@ def test_an_exposure_uses_the_bounded_buffer(
     y = sum(value for ts, value in buffer if ts >= exposure_time)
     x = sum(value for ts, value in buffer if exposure_time - lookback <= ts < exposure_time)
     rows = [row for key, row in aggregates.windows.items() if key[:3] == ("e", "control", "spend")]
-    assert sum(row[0] for row in rows) == 1.0
-    assert sum(row[1] for row in rows) == y
-    assert sum(row[3] for row in rows) == x
-    assert sum(row[5] for row in rows) == x * y
+    totals = {name: sum(row[STATISTICS.index(name)] for row in rows) for name in STATISTICS}
+    assert (totals["n"], totals["sum"], totals["x_sum"], totals["xy_sum"]) == (1.0, y, x, x * y)
 
 
 def test_a_state_in_the_former_layout_is_refused_with_what_to_do() -> None:

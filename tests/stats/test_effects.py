@@ -34,7 +34,7 @@ def test_welch_equals_scipy_from_stats_over_random_inputs() -> None:
     variant = ArmStats.of(n_t, mean_t * n_t, (n_t - 1) * sd_t**2 + n_t * mean_t**2)
     result = analyze(batch_of(control, variant), AnalysisOptions(correction="none"))
     oracle = sps.ttest_ind_from_stats(mean_t, sd_t, n_t, mean_c, sd_c, n_c, equal_var=False)
-    np.testing.assert_allclose(result.p_value, oracle.pvalue, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(result.abs_p_value, oracle.pvalue, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(result.abs_effect, mean_t - mean_c, rtol=1e-9, atol=1e-9)
     se = np.sqrt(sd_t**2 / n_t + sd_c**2 / n_c)
     t_crit = (result.abs_ci_high - result.abs_effect) / se
@@ -55,7 +55,7 @@ def test_welch_equals_scipy_on_raw_samples(seed: int) -> None:
     )
     oracle = sps.ttest_ind(y_t, y_c, equal_var=False)
     ci = oracle.confidence_interval(0.95)
-    np.testing.assert_allclose(result.p_value[0], oracle.pvalue, rtol=1e-9)
+    np.testing.assert_allclose(result.abs_p_value[0], oracle.pvalue, rtol=1e-9)
     np.testing.assert_allclose(
         [result.abs_ci_low[0], result.abs_ci_high[0]], [ci.low, ci.high], rtol=1e-9
     )
@@ -74,8 +74,8 @@ def test_conversion_agrees_with_statsmodels_wald_test() -> None:
         # Ours uses the n−1 variance and a t with ~2n df, Wald the n variance and a normal:
         # rescaling Wald's statistic by √((n−1)/n) leaves only the t-vs-normal tail difference.
         z_rescaled = wald.statistic * np.sqrt((n - 1) / n)
-        assert result.p_value[0] == pytest.approx(2 * sps.norm.sf(abs(z_rescaled)), rel=2e-3)
-        assert result.p_value[0] >= wald.pvalue
+        assert result.abs_p_value[0] == pytest.approx(2 * sps.norm.sf(abs(z_rescaled)), rel=2e-3)
+        assert result.abs_p_value[0] >= wald.pvalue
         assert result.abs_effect[0] == pytest.approx(conv_t / n - conv_c / n, rel=1e-12)
 
 
@@ -99,13 +99,14 @@ def test_degenerate_cases_give_null_with_reason_never_crash() -> None:
     variant = ArmStats.of([100, 10, 50, 50], [500, 5, 10, 0], [2500, 5, 10, 0])
     result = analyze(batch_of(control, variant), AnalysisOptions(correction="none"))
     # 0: both arms constant and equal: exact, p = 1
-    assert result.p_value[0] == 1.0 and result.abs_effect[0] == 0.0
+    assert result.p_value[0] == result.abs_p_value[0] == 1.0 and result.abs_effect[0] == 0.0
     assert any("zero_variance" in r for r in result.reasons[0])
     # 1: n < 2
     assert np.isnan(result.p_value[1]) and any("n_below_2" in r for r in result.reasons[1])
-    # 2: control mean 0: relative undefined, absolute still there
-    assert np.isnan(result.rel_effect[2]) and not np.isnan(result.p_value[2])
+    # 2: control mean 0: relative undefined (so is the decision p-value), absolute still there
+    assert np.isnan(result.rel_effect[2]) and np.isnan(result.p_value[2])
+    assert not np.isnan(result.abs_p_value[2]) and not result.significant[2]
     assert any("control_mean_zero" in r for r in result.reasons[2])
     assert np.isnan(result.sequential_p_value[2]) and np.isnan(result.chance_to_win[2])
-    # 3: all zeros in both arms
-    assert result.p_value[3] == 1.0
+    # 3: all zeros in both arms: no difference (absolute p = 1), no relative effect to test
+    assert result.abs_p_value[3] == 1.0 and np.isnan(result.p_value[3])
