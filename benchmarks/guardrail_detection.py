@@ -126,8 +126,8 @@ async def end_to_end(users: int) -> None:
     from jobs.run import analyzer_and_publisher
     from jobs.simulate import DEMO_EFFECTS, Traffic, demo_catalog, simulate
     from pipelines.embedded_broker import EmbeddedBroker
-    from pipelines.topics import ensure_topics
-    from pipelines.worker import Topics, build_pipeline
+    from pipelines.topics import Topics, ensure_topics
+    from pipelines.worker import build_pipeline
     from sinks.sql.migrate import upgrade_to_head
     from sinks.sql.store import make_engine, save_catalog
 

@@ -22,8 +22,7 @@ from aiokafka import AIOKafkaProducer
 from jobs.simulate import DEMO_EFFECTS, Traffic, demo_catalog, simulate
 from pipelines.embedded_broker import HOST, EmbeddedBroker, free_port
 from pipelines.kinesis import KinesisBridge, kinesis_client
-from pipelines.topics import ensure_topics
-from pipelines.worker import Topics
+from pipelines.topics import Topics, ensure_topics
 from sinks.sql.kinesis_leases import shard_states
 from sinks.sql.migrate import upgrade_to_head
 from sinks.sql.store import make_engine

@@ -33,9 +33,8 @@ from pipelines.embedded_broker import EmbeddedBroker
 from pipelines.events import CatalogIndex, decode_message
 from pipelines.faust_app import make_app
 from pipelines.producer import envelopes, send_envelopes
-from pipelines.topics import ensure_topics
+from pipelines.topics import Topics, ensure_topics
 from pipelines.user_state import decode_state, encode_state
-from pipelines.worker import Topics
 from sinks.sql.migrate import upgrade_to_head
 from sinks.sql.store import flushed_offsets, make_engine, save_catalog
 from stats.assignment import assign

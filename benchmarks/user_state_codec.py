@@ -18,8 +18,9 @@ from typing import Any
 import msgspec
 
 from benchmarks.pipeline_throughput import PARTITIONS, synthetic_events
+from config.catalog import KEY_SEP
 from jobs.simulate import demo_catalog
-from pipelines.attribution import RAW_SEP, Aggregates, AttributionConfig, UserAttribution
+from pipelines.attribution import Aggregates, AttributionConfig, UserAttribution
 from pipelines.events import CatalogIndex, Event, decode_message
 from pipelines.producer import envelopes
 from pipelines.user_state import BUFFER_RECORD, ID_END, UserState, decode_state, encode_state
@@ -47,7 +48,7 @@ def plain(state: UserState) -> dict[str, Any]:
     """The layout before UserState: a dict of lists."""
     raw: dict[str, dict[str, list[float]]] = defaultdict(dict)
     for key, totals in state.raw.items():
-        experiment, metric = key.split(RAW_SEP)
+        experiment, metric = key.split(KEY_SEP)
         raw[experiment][metric] = totals
     return {
         "ids": state.ids.strip(ID_END).split(ID_END) if state.id_count else [],

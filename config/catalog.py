@@ -1,4 +1,4 @@
-"""The catalog: metrics, flags and experiments with their guardrails (DESIGN.md §9)."""
+"""The catalog: metrics, flags and experiments with their guardrails (docs/design.md §9)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 MetricKind = Literal["sum", "count", "conversion", "ratio"]
 KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+# Joins catalog keys into composite keys (state tables, search outbox): KEY_PATTERN excludes it.
+KEY_SEP = "\x1f"
 
 
 class CatalogError(ValueError):

@@ -20,8 +20,8 @@ from jobs.report import build_report, cumulative_lift_series, render_html, rende
 from jobs.run import analyzer_and_publisher
 from jobs.simulate import DEMO_EFFECTS, Traffic, demo_catalog, simulate
 from pipelines.embedded_broker import broker_url
-from pipelines.topics import ensure_topics
-from pipelines.worker import Topics, build_pipeline
+from pipelines.topics import Topics, ensure_topics
+from pipelines.worker import build_pipeline
 from sinks.alert_publisher import read_alerts
 from sinks.sql.migrate import upgrade_to_head
 from sinks.sql.results import reset_analysis_state, rolled_back_flags

@@ -15,8 +15,8 @@ from sqlalchemy import Engine
 from config.settings import Settings
 from jobs.analyzer import Look, analyze_once
 from pipelines.producer import send_envelopes
-from pipelines.topics import ensure_topics
-from pipelines.worker import Topics, build_pipeline
+from pipelines.topics import Topics, ensure_topics
+from pipelines.worker import build_pipeline
 from sinks.alert_publisher import AlertPublisher
 from sinks.opensearch.sink import (
     OpenSearchSink,

@@ -18,8 +18,8 @@ from config.settings import Settings
 from jobs.analyzer import Look, run_analyzer
 from pipelines.embedded_broker import broker_url
 from pipelines.kinesis import KinesisBridge, kinesis_client
-from pipelines.topics import ensure_topics
-from pipelines.worker import Topics, build_pipeline
+from pipelines.topics import Topics, ensure_topics
+from pipelines.worker import build_pipeline
 from sinks.alert_publisher import AlertPublisher
 from sinks.opensearch.sink import OpenSearchSink, make_client
 from sinks.sql.migrate import upgrade_to_head

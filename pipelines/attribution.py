@@ -11,12 +11,11 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Final, NamedTuple
 
-from config.catalog import Catalog, Metric
+from config.catalog import KEY_SEP, Catalog, Metric
 from pipelines.events import Event, Exposure
 from pipelines.user_state import BUFFER_RECORD, FIRST_TS, ID_END, UserState
 
 WindowKey = tuple[str, str, str, int]  # experiment, variant, metric, window_start
-RAW_SEP = "\x1f"  # catalog keys never hold it
 NO_RAW = (0.0, 0.0)
 # Positions in a window row: the order of stats.sufficient.STATISTICS, as literals so that mypyc
 # inlines them (tests/test_statistics_defined_once.py holds the two together).
@@ -54,7 +53,7 @@ class Target(NamedTuple):
 
 
 def raw_key(experiment: str, event_metric: str) -> str:
-    return f"{experiment}{RAW_SEP}{event_metric}"
+    return f"{experiment}{KEY_SEP}{event_metric}"
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,18 @@ any hole itself.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
+from faust.types import TP
+
+from pipelines.changelog import acknowledge_read
+from sinks.kafka_reads import committed_reader, read_until
+
+log = logging.getLogger(__name__)
 
 
 def missing_ranges(last: int, offsets: Iterable[int]) -> list[tuple[int, int]]:
@@ -27,22 +35,9 @@ def missing_ranges(last: int, offsets: Iterable[int]) -> list[tuple[int, int]]:
     return ranges
 
 
-@asynccontextmanager
-async def _reader(broker_url: str) -> AsyncIterator[AIOKafkaConsumer]:
-    """A read_committed consumer for one read: holes are rare, and nothing is left running."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=broker_url, enable_auto_commit=False, isolation_level="read_committed"
-    )
-    await consumer.start()
-    try:
-        yield consumer
-    finally:
-        await consumer.stop()
-
-
 async def first_offset(broker_url: str, topic: str, partition: int) -> int:
     tp = TopicPartition(topic, partition)
-    async with _reader(broker_url) as consumer:
+    async with committed_reader(broker_url) as consumer:
         return int((await consumer.beginning_offsets([tp]))[tp])
 
 
@@ -54,15 +49,91 @@ async def read_range(
     still be committed and delivered."""
     tp = TopicPartition(topic, partition)
     messages: list[tuple[int, bytes]] = []
-    async with _reader(broker_url) as consumer:
+    async with committed_reader(broker_url) as consumer:
         end = min(last + 1, (await consumer.end_offsets([tp]))[tp])
         consumer.assign([tp])
         consumer.seek(tp, first)
-        while await consumer.position(tp) < end:
-            batch = await consumer.getmany(tp, timeout_ms=1000)
+        async for _, records in read_until(consumer, {tp: end}):
             messages.extend(
                 (m.offset, m.value)
-                for m in batch.get(tp, ())
+                for m in records
                 if first <= m.offset < end and m.value is not None
             )
     return messages, end - 1
+
+
+@dataclass
+class SkippedReader:
+    """Reads the offsets of the events topic that the Faust stream skipped: holes before the
+    messages it delivers, and (once the agent has been idle for two looks) a partition's tail
+    up to its high-water mark, which no later message would reveal."""
+
+    app: Any  # faust.App
+    broker_url: str
+    topic: str
+    read_to: dict[int, int] = field(default_factory=dict)  # partition → offsets read directly
+    quiet_looks: int = 0  # consecutive looks that saw no unit handled
+    seen_units: int = 0  # units of work handled as of the last look
+
+    async def with_skipped(
+        self,
+        partition: int,
+        applied: int | None,
+        messages: list[tuple[int, bytes]],
+        through: int = -1,
+    ) -> list[tuple[int, bytes]]:
+        """``messages`` with whatever Faust skipped after ``applied`` (the highest applied
+        offset) before them, or up to ``through``, read from the broker, in offset order; the
+        read offsets are acknowledged to Faust, so its commits move past them."""
+        if applied is None:  # nothing applied yet: the partition's first offset is due next
+            applied = await first_offset(self.broker_url, self.topic, partition) - 1
+        offsets = [offset for offset, _ in messages]
+        if through > max(offsets, default=applied):
+            offsets.append(through + 1)
+        holes = missing_ranges(applied, offsets)
+        if not holes:
+            return messages
+        read = []
+        for first, final in holes:
+            found, covered = await read_range(self.broker_url, self.topic, partition, first, final)
+            read.extend(found)
+            if covered >= first:  # offsets with no message (transaction markers) included
+                await acknowledge_read(
+                    self.app, self.topic, partition, first, covered, (o for o, _ in found)
+                )
+                self.read_to[partition] = max(covered, self.read_to.get(partition, -1))
+        # Holes of transaction markers alone (stray re-sends) hold no message: not a loss.
+        log.log(
+            logging.WARNING if read else logging.DEBUG,
+            "%s[%d]: offsets %s never reached the agent; read %d messages directly",
+            self.topic,
+            partition,
+            holes,
+            len(read),
+        )
+        return sorted(messages + read, key=lambda message: message[0])
+
+    def tails_due(
+        self, units: int, partitions: Iterable[int], applied: Callable[[int], int | None]
+    ) -> list[tuple[int, int]]:
+        """(partition, last offset) of each partition whose applied offset is below its end,
+        once the agent has handled no unit (``units`` so far) for two looks: a backlog is never
+        read around."""
+        if units != self.seen_units:
+            self.seen_units, self.quiet_looks = units, 0
+            return []
+        self.quiet_looks += 1
+        if self.quiet_looks < 2:
+            return []
+        due = []
+        for partition in sorted(partitions):
+            last = applied(partition)
+            end = self.app.consumer.highwater(TP(self.topic, partition))
+            if last is None or end is None or end - 1 <= max(last, self.read_to.get(partition, -1)):
+                continue
+            due.append((partition, end - 1))
+        return due
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        for partition in partitions:
+            self.read_to.pop(partition, None)

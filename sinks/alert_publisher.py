@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from sqlalchemy import Engine
 
+from sinks.kafka_reads import read_until
 from sinks.sql.alerts import mark_sent, sent_high_water, unsent
 
 log = logging.getLogger(__name__)
@@ -109,16 +110,11 @@ async def _scan(
             consumer.seek(tp, start[tp.partition] + 1)
         else:
             await consumer.seek_to_beginning(tp)
-    found: list[tuple[int, int, dict[str, Any]]] = []
-    remaining = {tp for tp in partitions if await consumer.position(tp) < ends[tp]}
-    idle = 0
-    while remaining and idle < 3:  # some brokers (Tansu) report end offsets past the last record
-        batches = await consumer.getmany(*remaining, timeout_ms=1000)
-        idle = 0 if batches else idle + 1
-        for tp, records in batches.items():
-            found.extend((tp.partition, r.offset, orjson.loads(r.value or b"{}")) for r in records)
-        remaining = {tp for tp in remaining if await consumer.position(tp) < ends[tp]}
-    return found
+    return [
+        (tp.partition, r.offset, orjson.loads(r.value or b"{}"))
+        async for tp, records in read_until(consumer, ends, idle_fetches=3)
+        for r in records
+    ]
 
 
 async def read_alerts(bootstrap: str, topic: str) -> list[dict[str, Any]]:

@@ -16,8 +16,8 @@ from opensearchpy import OpenSearch
 
 from config.settings import Settings
 from jobs.replay import produce_lines, wait_until_flushed
-from pipelines.topics import ensure_topics
-from pipelines.worker import Topics, build_pipeline
+from pipelines.topics import Topics, ensure_topics
+from pipelines.worker import build_pipeline
 from sinks.opensearch.dashboards import saved_objects
 from sinks.opensearch.sink import OpenSearchSink, backlog
 from sinks.opensearch.templates import templates

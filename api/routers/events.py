@@ -14,7 +14,7 @@ from api.schemas import EventsIn, EventsOut, RejectedEvent
 from api.state import ApiState, BrokerUnavailableError
 from pipelines.events import MAX_EVENT_BYTES, InvalidEvent, validate_event
 from pipelines.producer import send_envelopes
-from pipelines.worker import Topics
+from pipelines.topics import Topics
 
 router = APIRouter(prefix="/v1", tags=["events"])
 RETRY_AFTER_SECONDS = "5"

@@ -9,10 +9,11 @@ import numpy as np
 from sqlalchemy import Engine, and_, func, or_, select
 from sqlalchemy.orm import Session
 
+from config.catalog import KEY_SEP
 from sinks.opensearch.templates import monthly
 from sinks.sql.audit import as_utc
 from sinks.sql.models import AlertRow, LatestResultRow, ResultHistoryRow, WindowAggregateRow
-from sinks.sql.store import SEARCH_KEY_SEP, search_key
+from sinks.sql.store import search_key
 from stats.sufficient import STATISTICS, ArmStats, mean_and_variance
 
 Keyed = list[tuple[str, dict[str, Any]]]  # (outbox key, bulk action)
@@ -36,7 +37,7 @@ def result_document(result: dict[str, Any], looked_at: Any) -> dict[str, Any]:
 
 def window_actions(engine: Engine, prefix: str, keys: Iterable[str]) -> Keyed:
     """One document per (experiment, variant, metric, window): partitions summed."""
-    wanted = [key.split(SEARCH_KEY_SEP) for key in keys]
+    wanted = [key.split(KEY_SEP) for key in keys]
     if not wanted:
         return []
     columns = [func.sum(getattr(WindowAggregateRow, s)).label(s) for s in STATISTICS]
@@ -88,7 +89,7 @@ def result_actions(engine: Engine, prefix: str, keys: Iterable[str]) -> Keyed:
     actions: Keyed = []
     with Session(engine) as session:
         for key in keys:
-            experiment, metric, variant = key.split(SEARCH_KEY_SEP)
+            experiment, metric, variant = key.split(KEY_SEP)
             row = session.get(LatestResultRow, (experiment, metric, variant))
             if row is not None:
                 source = result_document(row.result, row.looked_at)

@@ -9,7 +9,7 @@ from sqlalchemy import Engine, create_engine, delete, event, func, insert, selec
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from config.catalog import Catalog, Experiment, Flag, Guardrail, Metric, Variant
+from config.catalog import KEY_SEP, Catalog, Experiment, Flag, Guardrail, Metric, Variant
 from sinks.sql.models import (
     CounterRow,
     ExperimentRow,
@@ -141,11 +141,8 @@ def load_catalog(engine: Engine) -> Catalog:
     return Catalog(metrics=tuple(metrics), flags=tuple(flags), experiments=tuple(experiments))
 
 
-SEARCH_KEY_SEP = "\x1f"
-
-
 def search_key(*parts: str) -> str:
-    return SEARCH_KEY_SEP.join(parts)
+    return KEY_SEP.join(parts)
 
 
 # --- pipeline flushes ----------------------------------------------------------------------

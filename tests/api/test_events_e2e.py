@@ -11,8 +11,7 @@ import pytest
 from sqlalchemy import Engine
 
 from config.settings import Settings
-from pipelines.topics import ensure_topics
-from pipelines.worker import Topics
+from pipelines.topics import Topics, ensure_topics
 from sinks.sql.keys import create_api_key
 from sinks.sql.store import cumulative_arms
 from tests.api.conftest import auth, make_client

@@ -9,8 +9,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from sqlalchemy import Engine
 
-from pipelines.topics import ensure_topics
-from pipelines.worker import Topics
+from pipelines.topics import Topics, ensure_topics
 from sinks.sql.keys import create_api_key
 from tests.api.conftest import auth, make_client
 from tests.conftest import Broker

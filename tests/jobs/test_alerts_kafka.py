@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from config.catalog import parse_catalog
 from jobs.analyzer import analyze_once
 from jobs.simulate import Effects, Traffic, simulate
-from pipelines.worker import Topics
+from pipelines.topics import Topics
 from sinks.alert_publisher import AlertPublisher
 from sinks.sql.models import AlertOutboxRow, AlertRow, AuditRow, FlagRow
 from tests.conftest import Broker

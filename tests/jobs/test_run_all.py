@@ -19,8 +19,7 @@ from config.catalog import parse_catalog
 from config.settings import Settings
 from jobs.replay import produce_lines
 from jobs.simulate import Effects, Traffic, simulate
-from pipelines.topics import ensure_topics
-from pipelines.worker import Topics
+from pipelines.topics import Topics, ensure_topics
 from sinks.sql.models import FlagRow
 from tests.conftest import Broker
 from tests.jobs.test_alerts_kafka import TWINS, consume_all

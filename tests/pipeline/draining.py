@@ -7,7 +7,8 @@ from sqlalchemy import Engine
 
 from config.settings import Settings
 from jobs.replay import wait_until_flushed
-from pipelines.worker import Topics, build_pipeline
+from pipelines.topics import Topics
+from pipelines.worker import build_pipeline
 
 
 async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:

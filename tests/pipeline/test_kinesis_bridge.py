@@ -22,8 +22,7 @@ from aiokafka import AIOKafkaProducer
 from config.settings import Settings
 from jobs.replay import pipeline_counters
 from pipelines.kinesis import KinesisBridge, kinesis_client
-from pipelines.topics import ensure_topics
-from pipelines.worker import Topics
+from pipelines.topics import Topics, ensure_topics
 from sinks.sql.kinesis_leases import register_shards, save_checkpoint, shard_states, take_lease
 from sinks.sql.migrate import upgrade_to_head
 from sinks.sql.store import make_engine, save_catalog

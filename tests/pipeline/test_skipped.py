@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from config.settings import Settings
 from jobs.replay import produce_lines, wait_until_flushed
 from pipelines.skipped import missing_ranges
-from pipelines.topics import ensure_topics
-from pipelines.worker import Topics, build_pipeline
+from pipelines.topics import Topics, ensure_topics
+from pipelines.worker import build_pipeline
 from sinks.sql.migrate import upgrade_to_head
 from sinks.sql.store import make_engine
 from tests.conftest import Broker

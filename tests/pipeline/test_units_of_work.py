@@ -7,7 +7,7 @@ from itertools import pairwise
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipelines.worker import units_of_work
+from pipelines.unit_of_work import units_of_work
 
 
 @given(sizes=st.lists(st.integers(0, 40), max_size=60), limit=st.integers(1, 100))

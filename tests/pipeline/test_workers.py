@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from config.settings import Settings
 from jobs.replay import produce_lines
-from pipelines.worker import Topics
+from pipelines.topics import Topics
 from sinks.sql.store import flushed_offsets
 from tests.conftest import Broker
 from tests.pipeline.conftest import XPSTREAM, load_catalog, pipeline_env

@@ -1,0 +1,131 @@
+"""A unit of work's pieces that need no broker: how messages are cut into units, the users'
+attribution, the ``aggregates`` writes its deltas make, and the dead-letter record of a
+rejected event."""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Mapping
+
+import orjson
+
+from pipelines.attribution import Aggregates, AttributionConfig, UserAttribution
+from pipelines.events import Event, Rejection
+from pipelines.state_keys import (
+    decode_counter_value,
+    decode_window_value,
+    encode_counter_key,
+    encode_counter_value,
+    encode_offset_key,
+    encode_window_key,
+    encode_window_value,
+)
+from pipelines.user_state import decode_state, encode_state
+
+UNIT_BYTES = 32 * 1024 * 1024  # raw bytes per unit of work at most: envelopes reach 1 MiB
+
+
+def units_of_work(
+    messages: list[tuple[int, bytes]], limit: int = UNIT_BYTES
+) -> list[list[tuple[int, bytes]]]:
+    """Consecutive runs of (offset, raw) messages of at most ``limit`` raw bytes (one message at
+    least), which bounds the events a unit holds decoded in memory."""
+    units: list[list[tuple[int, bytes]]] = []
+    size = 0
+    for message in messages:
+        if not units or size + len(message[1]) > limit:
+            units.append([])
+            size = 0
+        units[-1].append(message)
+        size += len(message[1])
+    return units
+
+
+def attribute_users(
+    data: Mapping[bytes, bytes],
+    by_user: Mapping[str, list[Event]],
+    config: AttributionConfig,
+    aggregates: Aggregates,
+    offset: int,
+) -> list[tuple[bytes, bytes]]:
+    """Each user's events applied to its state in ``data`` (the ``users`` table), deltas and
+    counters booked into ``aggregates``; returns the new states to write, fenced by ``offset``."""
+    attribution = UserAttribution(config, aggregates)
+    user_writes = []
+    duplicates = applied = 0
+    for user_id, events in by_user.items():
+        key = user_id.encode()
+        previous = data.get(key)
+        state = decode_state(previous) if previous is not None else None
+        if state is not None and state.offset >= offset:
+            continue  # redelivered after a crash: this user already has this message
+        state, user_duplicates = attribution.apply(state, events)
+        state.offset = offset
+        duplicates += user_duplicates
+        applied += len(events) - user_duplicates
+        user_writes.append((key, encode_state(state)))
+    aggregates.counters[("duplicates", "")] += duplicates
+    aggregates.counters[("applied", "")] += applied
+    return user_writes
+
+
+def aggregate_writes(
+    data: Mapping[bytes, bytes],
+    aggregates: Aggregates,
+    topic: str,
+    partition: int,
+    offset: int,
+    applied: int | None,
+) -> list[tuple[bytes, bytes]]:
+    """The ``aggregates`` table records of a unit fenced by ``offset``: each touched window and
+    counter as its absolute value (skipped where the stored offset shows the delta is in), and
+    the partition's highest applied offset (a redelivered older message never lowers it)."""
+    writes = []
+    for (experiment, variant, metric, window), delta in aggregates.windows.items():
+        key = encode_window_key(experiment, variant, metric, window, partition)
+        previous = data.get(key)
+        if previous is None:
+            writes.append((key, encode_window_value(delta, offset)))
+            continue
+        row, source_offset = decode_window_value(previous)
+        if source_offset >= offset:
+            continue  # this message's delta is in already
+        total = [a + b for a, b in zip(row, delta, strict=True)]
+        writes.append((key, encode_window_value(total, offset)))
+    for (name, key_part), increment in aggregates.counters.items():
+        if not increment:
+            continue
+        key = encode_counter_key(name, key_part, partition)
+        previous = data.get(key)
+        value = 0.0
+        if previous is not None:
+            value, source_offset = decode_counter_value(previous)
+            if source_offset >= offset:
+                continue
+        writes.append((key, encode_counter_value(value + increment, offset)))
+    highest = max(offset, applied or 0)
+    writes.append((encode_offset_key(topic, partition), encode_counter_value(highest, highest)))
+    return writes
+
+
+def dead_letter_record(rejection: Rejection, topic: str, partition: int, offset: int) -> bytes:
+    """The dead-letter message: the reason, where the event was, and its raw bytes (base64
+    when they are not UTF-8)."""
+    try:
+        raw_text: str = rejection.raw.decode()
+        encoding = "utf-8"
+    except UnicodeDecodeError:
+        raw_text, encoding = base64.b64encode(rejection.raw).decode(), "base64"
+    return orjson.dumps(
+        {
+            "reason": rejection.reason,
+            "detail": rejection.detail,
+            "topic": topic,
+            "partition": partition,
+            "offset": offset,
+            "raw": raw_text,
+            "raw_encoding": encoding,
+            "at": time.time(),
+        }
+    )
