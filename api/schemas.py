@@ -1,10 +1,13 @@
-"""Request and response bodies of the HTTP API (the catalog's own models serve as bodies too)."""
+"""Request and response bodies of the HTTP API: create bodies are the catalog's own models;
+updates and public views are their own schemas."""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from config.catalog import Experiment, Guardrail, Variant
 
 UserId = Field(min_length=1, max_length=256)
 
@@ -52,13 +55,45 @@ class EventsOut(BaseModel):
     rejections: list[RejectedEvent]
 
 
-class FlagOut(BaseModel):
+class FlagPublic(BaseModel):
     key: str
     enabled: bool
     rollout: float
     rolled_back: bool
     rolled_back_at: str | None
     rollback_reason: str | None
+    version: int  # also the ETag; send it back as If-Match to update
+
+
+class FlagUpdate(BaseModel):
+    """The fields a PUT changes; the ones left out keep their value."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str | None = None  # may be given; must then be the path's
+    enabled: bool | None = None
+    rollout: float | None = Field(default=None, ge=0, le=1)
+
+
+class ExperimentPublic(Experiment):
+    version: int  # also the ETag; send it back as If-Match to update
+
+
+class ExperimentUpdate(BaseModel):
+    """The fields a PUT changes; the ones left out keep their value (checked with the rest)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str | None = None  # may be given; must then be the path's
+    flag: str | None = None
+    seed: str | None = None
+    hash_version: Literal[1, 2] | None = None
+    coverage: float | None = Field(default=None, ge=0, le=1)
+    control: str | None = None
+    variants: tuple[Variant, ...] | None = Field(default=None, min_length=2)
+    metrics: tuple[str, ...] | None = None
+    guardrails: tuple[Guardrail, ...] | None = None
+    status: Literal["draft", "running", "stopped"] | None = None
 
 
 class RollbackIn(BaseModel):
@@ -88,7 +123,7 @@ class Report(BaseModel):
     results: list[dict[str, Any]]
     srm: dict[str, Any] | None
     guardrails: list[dict[str, Any]]
-    flag: FlagOut | None
+    flag: FlagPublic | None
     counters: dict[str, int]
 
 

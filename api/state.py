@@ -87,9 +87,17 @@ class ApiState:
     _producer_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def catalog(self) -> CatalogSnapshot:
+        """The snapshot, read again when stale: for routes that run in a thread."""
         snapshot = self._snapshot
         if snapshot is None or time.monotonic() - snapshot.taken_at > CATALOG_SECONDS:
             snapshot = self._snapshot = CatalogSnapshot.read(self.engine)
+        return snapshot
+
+    async def current_catalog(self) -> CatalogSnapshot:
+        """The snapshot for async routes: a stale one is read again in a thread."""
+        snapshot = self._snapshot
+        if snapshot is None or time.monotonic() - snapshot.taken_at > CATALOG_SECONDS:
+            snapshot = self._snapshot = await asyncio.to_thread(CatalogSnapshot.read, self.engine)
         return snapshot
 
     def catalog_changed(self) -> None:

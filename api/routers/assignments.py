@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
 import orjson
-from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi import APIRouter, HTTPException, Request, Response
 from starlette.routing import Route
 
-from api.auth import Caller, authorize, requires
+from api.auth import authorize
+from api.deps import Assigner, StateDep
 from api.schemas import BatchAssignmentsIn, BatchAssignmentsOut
 from api.state import AssignmentPlan, CatalogSnapshot
 from stats.assignment import assign_many, choose_variant, hash_unit
@@ -82,11 +83,11 @@ async def get_assignments(request: Request) -> Response:
     handling (dependencies, parameter and response models) costs more than the assignment. The
     same auth check is called directly; its OpenAPI entry is added by api.app."""
     request.scope["route"] = assignments_route  # FastAPI's router labels only its own routes
-    authorize(request, "assign")
+    await authorize(request, "assign")
     user_id = _query(request, "user_id", 256, required=True)
     experiment = _query(request, "experiment", 128, required=False)
     assert user_id is not None
-    snapshot = request.app.state.xp.catalog()
+    snapshot = await request.app.state.xp.current_catalog()
     results = [_result(plan, _index(plan, user_id)) for plan in _plans(snapshot, experiment)]
     body = orjson.dumps({"user_id": user_id, "assignments": results})
     return Response(body, media_type="application/json")
@@ -118,13 +119,11 @@ OPENAPI = {
 
 @router.post("/assignments/batch", response_model=BatchAssignmentsOut)
 async def batch_assignments(
-    body: BatchAssignmentsIn,
-    request: Request,
-    _caller: Annotated[Caller, Depends(requires("assign"))],
+    body: BatchAssignmentsIn, state: StateDep, _caller: Assigner
 ) -> Response:
     if any(not 0 < len(u) <= 256 for u in body.user_ids):
         raise HTTPException(422, "user_ids: every user id must be 1 to 256 characters")
-    snapshot = request.app.state.xp.catalog()
+    snapshot = await state.current_catalog()
     per_user: list[list[dict[str, Any]]] = [[] for _ in body.user_ids]
     for plan in _plans(snapshot, body.experiment):
         e = plan.experiment

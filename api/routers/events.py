@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
 
 import orjson
 from aiokafka.errors import KafkaError
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, HTTPException
 
-from api.auth import Caller, requires
+from api.deps import Ingester, StateDep
 from api.schemas import EventsIn, EventsOut, RejectedEvent
-from api.state import ApiState, BrokerUnavailableError
+from api.state import BrokerUnavailableError
 from pipelines.events import MAX_EVENT_BYTES, InvalidEvent, validate_event
 from pipelines.producer import send_envelopes
 from pipelines.topics import Topics
@@ -22,13 +21,10 @@ SEND_TIMEOUT_SECONDS = 15.0
 
 
 @router.post("/events", status_code=202, response_model=EventsOut)
-async def post_events(
-    body: EventsIn, request: Request, _caller: Annotated[Caller, Depends(requires("ingest"))]
-) -> EventsOut:
+async def post_events(body: EventsIn, state: StateDep, _caller: Ingester) -> EventsOut:
     """202 once every accepted event is acknowledged by the broker; 503 (retry) when it is down:
     then nothing of this request may be assumed stored, and a retry is de-duplicated by event_id."""
-    state: ApiState = request.app.state.xp
-    index = state.catalog().index
+    index = (await state.current_catalog()).index
     accepted: list[bytes] = []
     rejections: list[RejectedEvent] = []
     for position, item in enumerate(body.events):

@@ -4,13 +4,12 @@ and API key management (admin)."""
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi import APIRouter, HTTPException, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from api.auth import Caller, requires
+from api.deps import Admin, StateDep
 from api.schemas import KeyIn, KeyOut
 from api.state import ApiState
 from sinks.sql.keys import create_api_key, revoke_api_key
@@ -25,9 +24,8 @@ async def health() -> dict[str, str]:
 
 
 @router.get("/ready")
-async def ready(request: Request, response: Response) -> dict[str, str]:
+async def ready(state: StateDep, response: Response) -> dict[str, str]:
     """200 when the database answers and the broker accepts a connection; 503 otherwise."""
-    state: ApiState = request.app.state.xp
     checks = {"database": "ok", "broker": "ok"}
     try:
         await asyncio.to_thread(_ping_database, state)
@@ -52,24 +50,19 @@ def _ping_database(state: ApiState) -> None:
 
 
 @router.get("/metrics", response_class=Response)
-def metrics(request: Request) -> Response:
-    state: ApiState = request.app.state.xp
+def metrics(state: StateDep) -> Response:
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.post("/v1/keys", status_code=201, response_model=KeyOut)
-def create_key(
-    body: KeyIn, request: Request, _caller: Annotated[Caller, Depends(requires("admin"))]
-) -> KeyOut:
-    token = create_api_key(request.app.state.xp.engine, body.role, body.name)
+def create_key(body: KeyIn, state: StateDep, _caller: Admin) -> KeyOut:
+    token = create_api_key(state.engine, body.role, body.name)
     key_id = token.split("_")[1]
     return KeyOut(key_id=key_id, role=body.role, name=body.name, token=token)
 
 
 @router.delete("/v1/keys/{key_id}", status_code=204)
-def revoke_key(
-    key_id: str, request: Request, _caller: Annotated[Caller, Depends(requires("admin"))]
-) -> Response:
-    if not revoke_api_key(request.app.state.xp.engine, key_id):
+def revoke_key(key_id: str, state: StateDep, _caller: Admin) -> Response:
+    if not revoke_api_key(state.engine, key_id):
         raise HTTPException(404, f"key_id: no active key {key_id!r}")
     return Response(status_code=204)

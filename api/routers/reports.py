@@ -6,13 +6,13 @@ from datetime import datetime
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from sqlalchemy.orm import Session
+from fastapi import APIRouter, HTTPException, Query
 
-from api.auth import Caller, requires
-from api.routers.catalog import _experiment, _flag_out
+from api.catalog_service import flag_public
+from api.deps import Analyst, Reader, SessionDep, StateDep
 from api.schemas import Report, WindowPoint
 from api.state import ApiState
+from config.catalog import Experiment
 from sinks.sql.alerts import list_alerts
 from sinks.sql.audit import as_utc, list_audit
 from sinks.sql.models import FlagRow
@@ -25,16 +25,12 @@ Since = Annotated[datetime | None, Query(description="ISO 8601; only entries at 
 
 
 @router.get("/experiments/{key}/report", response_model=Report)
-def report(
-    key: str, request: Request, _caller: Annotated[Caller, Depends(requires("read"))]
-) -> Report:
-    state: ApiState = request.app.state.xp
-    experiment = _experiment(state.catalog().catalog, key)
+def report(key: str, state: StateDep, session: SessionDep, _caller: Reader) -> Report:
+    experiment = _experiment(state, key)
     flag = None
     if experiment.flag is not None:
-        with Session(state.engine) as session:
-            row = session.get(FlagRow, experiment.flag)
-            flag = _flag_out(row) if row is not None else None
+        row = session.get(FlagRow, experiment.flag)
+        flag = flag_public(row) if row is not None else None
     looked_at = last_look(state.engine, key)
     order = {m: i for i, m in enumerate(experiment.analysed_metrics)}
     results = sorted(
@@ -57,11 +53,8 @@ def report(
 
 
 @router.get("/experiments/{key}/timeseries", response_model=list[WindowPoint])
-def timeseries(
-    key: str, request: Request, _caller: Annotated[Caller, Depends(requires("analyse"))]
-) -> list[WindowPoint]:
-    state: ApiState = request.app.state.xp
-    _experiment(state.catalog().catalog, key)
+def timeseries(key: str, state: StateDep, _caller: Analyst) -> list[WindowPoint]:
+    _experiment(state, key)
     rows = window_rows(state.engine, key)
     if not rows:
         return []
@@ -83,17 +76,20 @@ def timeseries(
 
 
 @router.get("/alerts")
-def alerts(
-    request: Request, _caller: Annotated[Caller, Depends(requires("read"))], since: Since = None
-) -> list[dict[str, object]]:
-    return list_alerts(request.app.state.xp.engine, _aware(since))
+def alerts(state: StateDep, _caller: Reader, since: Since = None) -> list[dict[str, object]]:
+    return list_alerts(state.engine, _aware(since))
 
 
 @router.get("/audit")
-def audit_log(
-    request: Request, _caller: Annotated[Caller, Depends(requires("analyse"))], since: Since = None
-) -> list[dict[str, object]]:
-    return list_audit(request.app.state.xp.engine, _aware(since))
+def audit_log(state: StateDep, _caller: Analyst, since: Since = None) -> list[dict[str, object]]:
+    return list_audit(state.engine, _aware(since))
+
+
+def _experiment(state: ApiState, key: str) -> Experiment:
+    try:
+        return state.catalog().catalog.experiment(key)
+    except StopIteration:
+        raise HTTPException(404, f"experiment: unknown experiment {key!r}") from None
 
 
 def _aware(since: datetime | None) -> datetime | None:

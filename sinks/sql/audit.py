@@ -9,6 +9,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from sinks.sql.models import AuditRow, FlagRow
+from sinks.sql.store import bump_catalog_version
 
 
 def as_utc(moment: datetime) -> datetime:
@@ -67,11 +68,16 @@ def _set_rollback(
     actor: str,
     at: datetime,
 ) -> bool:
-    flag = session.get(FlagRow, key, with_for_update=True)
+    flag = session.get(FlagRow, key)
     if flag is None or (flag.rolled_back_at is None) == (rollback is None):
         return False  # unknown, or already in that state
+    bump_catalog_version(session)  # the catalog lock first, as every catalog change takes it
+    session.refresh(flag, with_for_update=True)
+    if (flag.rolled_back_at is None) == (rollback is None):
+        return False  # changed meanwhile
     before = flag_state(flag)
     flag.rolled_back_at, flag.rollback_reason = rollback if rollback else (None, None)
+    flag.version += 1
     session.flush()
     audit(
         session,

@@ -42,6 +42,18 @@ class FlagRow(Base):
     rollout: Mapped[float] = mapped_column(Float, default=1.0)
     rolled_back_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     rollback_reason: Mapped[str | None] = mapped_column(String(1000))
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+
+
+class CatalogStateRow(Base):
+    """One row (id 1): every catalog change bumps ``version`` as its first statement, which
+    serialises catalog edits and tells readers (SDK payloads, caches) that something changed."""
+
+    __tablename__ = "catalog_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class ExperimentRow(Base):
@@ -58,6 +70,7 @@ class ExperimentRow(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
 
 class VariantRow(Base):

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, delete, event, func, insert, select
+from sqlalchemy import Engine, create_engine, delete, event, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from config.catalog import KEY_SEP, Catalog, Experiment, Flag, Guardrail, Metric, Variant
 from sinks.sql.models import (
+    CatalogStateRow,
     CounterRow,
     ExperimentRow,
     FlagRow,
@@ -50,94 +52,133 @@ def insert_for(engine: Engine, table: Any) -> Any:
 def save_catalog(engine: Engine, catalog: Catalog) -> None:
     """Upsert the whole catalog in one transaction: nothing is half-loaded."""
     with Session(engine) as session, session.begin():
+        bump_catalog_version(session)
         write_catalog(session, catalog)
+
+
+def bump_catalog_version(session: Session) -> int:
+    """Take the catalog's write lock (a row lock on Postgres, the write lock on SQLite) as the
+    transaction's first statement and bump its version: catalog changes run one at a time, and
+    each reads what the one before committed. Returns the new version."""
+    version = session.execute(
+        update(CatalogStateRow)
+        .where(CatalogStateRow.id == 1)
+        .values(version=CatalogStateRow.version + 1, updated_at=datetime.now(UTC))
+        .returning(CatalogStateRow.version)
+    ).scalar_one()
+    return int(version)
+
+
+def catalog_version(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(select(CatalogStateRow.version)).scalar_one())
 
 
 def write_catalog(session: Session, catalog: Catalog) -> None:
     """Upsert every metric, flag and experiment of ``catalog`` in the caller's transaction."""
     for metric in catalog.metrics:
-        session.merge(MetricRow(**metric.model_dump()))
+        write_metric(session, metric)
     for flag in catalog.flags:
-        existing = session.get(FlagRow, flag.key)
-        if existing is None:
-            session.add(FlagRow(**flag.model_dump()))
-        else:  # keep a rollback in force: only a person restores a flag
-            existing.enabled, existing.rollout = flag.enabled, flag.rollout
+        write_flag(session, flag)
     for experiment in catalog.experiments:
-        session.merge(
-            ExperimentRow(
-                key=experiment.key,
-                flag=experiment.flag,
-                seed=experiment.seed,
-                hash_version=experiment.hash_version,
-                coverage=experiment.coverage,
-                control=experiment.control,
-                metrics=list(experiment.metrics),
-                status=experiment.status,
+        write_experiment(session, experiment)
+
+
+def write_metric(session: Session, metric: Metric) -> None:
+    session.merge(MetricRow(**metric.model_dump()))
+
+
+def write_flag(session: Session, flag: Flag) -> FlagRow:
+    existing = session.get(FlagRow, flag.key)
+    if existing is None:
+        existing = FlagRow(**flag.model_dump(), version=1)
+        session.add(existing)
+    else:  # keep a rollback in force: only a person restores a flag
+        existing.enabled, existing.rollout = flag.enabled, flag.rollout
+        existing.version += 1
+    session.flush()
+    return existing
+
+
+def write_experiment(session: Session, experiment: Experiment) -> ExperimentRow:
+    row = session.get(ExperimentRow, experiment.key)
+    if row is None:
+        row = ExperimentRow(key=experiment.key, version=1)
+        session.add(row)
+    else:
+        row.version += 1
+    row.flag, row.seed, row.hash_version = experiment.flag, experiment.seed, experiment.hash_version
+    row.coverage, row.control, row.status = (
+        experiment.coverage,
+        experiment.control,
+        experiment.status,
+    )
+    row.metrics = list(experiment.metrics)
+    session.execute(delete(VariantRow).where(VariantRow.experiment == experiment.key))
+    session.execute(delete(GuardrailRow).where(GuardrailRow.experiment == experiment.key))
+    session.flush()
+    for position, variant in enumerate(experiment.variants):
+        session.add(
+            VariantRow(
+                experiment=experiment.key, key=variant.key, weight=variant.weight, position=position
             )
         )
-        session.execute(delete(VariantRow).where(VariantRow.experiment == experiment.key))
-        session.execute(delete(GuardrailRow).where(GuardrailRow.experiment == experiment.key))
-        session.flush()
-        for position, variant in enumerate(experiment.variants):
-            session.add(
-                VariantRow(
-                    experiment=experiment.key,
-                    key=variant.key,
-                    weight=variant.weight,
-                    position=position,
-                )
-            )
-        for guardrail in experiment.guardrails:
-            session.add(GuardrailRow(experiment=experiment.key, **guardrail.model_dump()))
+    for guardrail in experiment.guardrails:
+        session.add(GuardrailRow(experiment=experiment.key, **guardrail.model_dump()))
+    session.flush()
+    return row
 
 
 def load_catalog(engine: Engine) -> Catalog:
     with Session(engine) as session:
-        metrics = [
-            Metric(
-                key=r.key,
-                kind=r.kind,
-                cap=r.cap,
-                numerator=r.numerator,
-                denominator=r.denominator,
-                higher_is_better=r.higher_is_better,
+        return read_catalog(session)
+
+
+def read_catalog(session: Session) -> Catalog:
+    metrics = [
+        Metric(
+            key=r.key,
+            kind=r.kind,
+            cap=r.cap,
+            numerator=r.numerator,
+            denominator=r.denominator,
+            higher_is_better=r.higher_is_better,
+        )
+        for r in session.scalars(select(MetricRow).order_by(MetricRow.key))
+    ]
+    flags = [
+        Flag(key=r.key, enabled=r.enabled, rollout=r.rollout)
+        for r in session.scalars(select(FlagRow).order_by(FlagRow.key))
+    ]
+    variants: dict[str, list[Variant]] = {}
+    for row in session.scalars(select(VariantRow).order_by(VariantRow.position)):
+        variants.setdefault(row.experiment, []).append(Variant(key=row.key, weight=row.weight))
+    guardrails: dict[str, list[Guardrail]] = {}
+    for g in session.scalars(select(GuardrailRow).order_by(GuardrailRow.metric)):
+        guardrails.setdefault(g.experiment, []).append(
+            Guardrail(
+                metric=g.metric,
+                bad_direction=g.bad_direction,
+                margin=g.margin,
+                min_users=g.min_users,
+                action=g.action,
             )
-            for r in session.scalars(select(MetricRow).order_by(MetricRow.key))
-        ]
-        flags = [
-            Flag(key=r.key, enabled=r.enabled, rollout=r.rollout)
-            for r in session.scalars(select(FlagRow).order_by(FlagRow.key))
-        ]
-        variants: dict[str, list[Variant]] = {}
-        for row in session.scalars(select(VariantRow).order_by(VariantRow.position)):
-            variants.setdefault(row.experiment, []).append(Variant(key=row.key, weight=row.weight))
-        guardrails: dict[str, list[Guardrail]] = {}
-        for g in session.scalars(select(GuardrailRow).order_by(GuardrailRow.metric)):
-            guardrails.setdefault(g.experiment, []).append(
-                Guardrail(
-                    metric=g.metric,
-                    bad_direction=g.bad_direction,
-                    margin=g.margin,
-                    min_users=g.min_users,
-                    action=g.action,
-                )
-            )
-        experiments = [
-            Experiment(
-                key=r.key,
-                flag=r.flag,
-                seed=r.seed,
-                hash_version=r.hash_version,
-                coverage=r.coverage,
-                control=r.control,
-                metrics=tuple(r.metrics),
-                status=r.status,
-                variants=tuple(variants.get(r.key, ())),
-                guardrails=tuple(guardrails.get(r.key, ())),
-            )
-            for r in session.scalars(select(ExperimentRow).order_by(ExperimentRow.key))
-        ]
+        )
+    experiments = [
+        Experiment(
+            key=r.key,
+            flag=r.flag,
+            seed=r.seed,
+            hash_version=r.hash_version,
+            coverage=r.coverage,
+            control=r.control,
+            metrics=tuple(r.metrics),
+            status=r.status,
+            variants=tuple(variants.get(r.key, ())),
+            guardrails=tuple(guardrails.get(r.key, ())),
+        )
+        for r in session.scalars(select(ExperimentRow).order_by(ExperimentRow.key))
+    ]
     return Catalog(metrics=tuple(metrics), flags=tuple(flags), experiments=tuple(experiments))
 
 

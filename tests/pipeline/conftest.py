@@ -6,30 +6,14 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-import sqlalchemy as sa
 import yaml
 
 from tests.conftest import Broker
 
 XPSTREAM = str(Path(sys.executable).with_name("xpstream"))
-
-
-@pytest.fixture()
-def postgres_database(postgres: str) -> Iterator[str]:
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(postgres, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = postgres.rsplit("/", 1)[0] + f"/{name}"
-    yield url
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def pipeline_env(broker: Broker, database_url: str, **extra: str) -> dict[str, str]:

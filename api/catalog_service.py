@@ -1,0 +1,221 @@
+"""Catalog writes: each change in one transaction that takes the catalog lock first, reads the
+catalog inside it, checks the entity's version against ``If-Match``, validates the whole catalog
+with the change, writes only the changed entity and its audit row. Two edits never lose each
+other; a stale ``If-Match`` changes nothing (412)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from fastapi import HTTPException
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from api.auth import Caller
+from api.schemas import ExperimentPublic, FlagPublic
+from config.catalog import Catalog, CatalogError, Experiment, Flag, parse_catalog
+from sinks.sql.audit import as_utc, audit, restore_flag, rollback_flag
+from sinks.sql.models import ExperimentRow, FlagRow
+from sinks.sql.store import bump_catalog_version, read_catalog, write_experiment, write_flag
+
+EntityType = Literal["experiment", "flag"]
+
+
+def etag(version: int) -> str:
+    return f'"{version}"'
+
+
+def matches(if_match: str | None, version: int) -> bool:
+    """RFC 9110 If-Match: absent or ``*`` matches; otherwise one of the listed entity tags."""
+    if if_match is None or if_match.strip() == "*":
+        return True
+    tags = {tag.strip().removeprefix("W/") for tag in if_match.split(",")}
+    return etag(version) in tags
+
+
+# --- reads -----------------------------------------------------------------------------------
+
+
+def experiment_public(session: Session, key: str) -> ExperimentPublic:
+    catalog = read_catalog(session)
+    row = session.get(ExperimentRow, key)
+    if row is None:
+        raise HTTPException(404, f"experiment: unknown experiment {key!r}")
+    return ExperimentPublic(**catalog.experiment(key).model_dump(), version=row.version)
+
+
+def experiments_public(session: Session) -> list[ExperimentPublic]:
+    versions = {
+        key: version
+        for key, version in session.execute(select(ExperimentRow.key, ExperimentRow.version))
+    }
+    return [
+        ExperimentPublic(**e.model_dump(), version=versions[e.key])
+        for e in read_catalog(session).experiments
+    ]
+
+
+def flag_public(row: FlagRow) -> FlagPublic:
+    return FlagPublic(
+        key=row.key,
+        enabled=row.enabled,
+        rollout=row.rollout,
+        rolled_back=row.rolled_back_at is not None,
+        rolled_back_at=as_utc(row.rolled_back_at).isoformat() if row.rolled_back_at else None,
+        rollback_reason=row.rollback_reason,
+        version=row.version,
+    )
+
+
+def flag_of(session: Session, key: str) -> FlagPublic:
+    row = session.get(FlagRow, key)
+    if row is None:
+        raise HTTPException(404, f"flag: unknown flag {key!r}")
+    return flag_public(row)
+
+
+def flags_public(session: Session) -> list[FlagPublic]:
+    return [flag_public(row) for row in session.scalars(select(FlagRow).order_by(FlagRow.key))]
+
+
+# --- writes ----------------------------------------------------------------------------------
+
+
+def create_experiment(engine: Engine, caller: Caller, body: Experiment) -> ExperimentPublic:
+    def change(document: dict[str, Any], _catalog: Catalog) -> dict[str, Any]:
+        if any(e["key"] == body.key for e in document["experiments"]):
+            raise HTTPException(409, f"key: experiment {body.key!r} exists; PUT to change it")
+        after = body.model_dump(mode="json")
+        document["experiments"].append(after)
+        return after
+
+    _edit(engine, caller, "experiment", body.key, "experiment.create", None, change)
+    with Session(engine) as session:
+        return experiment_public(session, body.key)
+
+
+def update_experiment(
+    engine: Engine,
+    caller: Caller,
+    key: str,
+    changes: dict[str, Any],
+    if_match: str | None,
+    verb: str = "update",
+) -> ExperimentPublic:
+    """``changes`` (fields of ``ExperimentUpdate``, JSON form) over the stored experiment."""
+
+    def change(document: dict[str, Any], catalog: Catalog) -> dict[str, Any]:
+        after = {**catalog.experiment(key).model_dump(mode="json"), **changes}
+        document["experiments"] = [after if e["key"] == key else e for e in document["experiments"]]
+        return after
+
+    _edit(engine, caller, "experiment", key, f"experiment.{verb}", if_match, change)
+    with Session(engine) as session:
+        return experiment_public(session, key)
+
+
+def create_flag(engine: Engine, caller: Caller, body: Flag) -> FlagPublic:
+    def change(document: dict[str, Any], _catalog: Catalog) -> dict[str, Any]:
+        if any(f["key"] == body.key for f in document["flags"]):
+            raise HTTPException(409, f"key: flag {body.key!r} exists; PUT to change it")
+        after = body.model_dump(mode="json")
+        document["flags"].append(after)
+        return after
+
+    _edit(engine, caller, "flag", body.key, "flag.create", None, change)
+    with Session(engine) as session:
+        return flag_of(session, body.key)
+
+
+def update_flag(
+    engine: Engine, caller: Caller, key: str, changes: dict[str, Any], if_match: str | None
+) -> FlagPublic:
+    def change(document: dict[str, Any], catalog: Catalog) -> dict[str, Any]:
+        current = next(f for f in catalog.flags if f.key == key)
+        after = {**current.model_dump(mode="json"), **changes}
+        document["flags"] = [after if f["key"] == key else f for f in document["flags"]]
+        return after
+
+    _edit(engine, caller, "flag", key, "flag.update", if_match, change)
+    with Session(engine) as session:
+        return flag_of(session, key)
+
+
+def set_rolled_back(
+    engine: Engine, caller: Caller, key: str, reason: str | None, if_match: str | None
+) -> FlagPublic:
+    """Roll back (``reason`` given) or restore; a flag already in that state is left alone."""
+    with Session(engine) as session, session.begin():
+        bump_catalog_version(session)  # the catalog lock before the version check
+        row = session.get(FlagRow, key)
+        if row is None:
+            raise HTTPException(404, f"flag: unknown flag {key!r}")
+        if not matches(if_match, row.version):
+            raise _stale("flag", key, row.version)
+        now = datetime.now(UTC)
+        if reason is not None:
+            rollback_flag(session, key, reason=reason, actor=caller.actor, at=now)
+        else:
+            restore_flag(session, key, actor=caller.actor, at=now)
+    with Session(engine) as session:
+        return flag_of(session, key)
+
+
+def _edit(
+    engine: Engine,
+    caller: Caller,
+    entity_type: EntityType,
+    key: str,
+    action: str,
+    if_match: str | None,
+    change: Callable[[dict[str, Any], Catalog], dict[str, Any]],
+) -> None:
+    """One catalog change: lock, read, check the version, change, validate, write, audit."""
+    with Session(engine) as session, session.begin():
+        bump_catalog_version(session)
+        catalog = read_catalog(session)
+        before = None
+        if not action.endswith(".create"):
+            row: ExperimentRow | FlagRow | None = (
+                session.get(ExperimentRow, key)
+                if entity_type == "experiment"
+                else session.get(FlagRow, key)
+            )
+            if row is None:
+                raise HTTPException(404, f"{entity_type}: unknown {entity_type} {key!r}")
+            if not matches(if_match, row.version):
+                raise _stale(entity_type, key, row.version)
+            found = catalog.experiment(key) if entity_type == "experiment" else None
+            before = (found or next(f for f in catalog.flags if f.key == key)).model_dump(
+                mode="json"
+            )
+        document = catalog.model_dump(mode="json")
+        after = change(document, catalog)
+        try:
+            changed = parse_catalog(document)
+        except CatalogError as exc:
+            raise HTTPException(422, str(exc)) from None
+        if entity_type == "experiment":
+            write_experiment(session, changed.experiment(key))
+        else:
+            write_flag(session, next(f for f in changed.flags if f.key == key))
+        audit(
+            session,
+            at=datetime.now(UTC),
+            actor=caller.actor,
+            action=action,
+            entity_type=entity_type,
+            entity_key=key,
+            before=before,
+            after=after,
+        )
+
+
+def _stale(entity_type: str, key: str, version: int) -> HTTPException:
+    return HTTPException(
+        412,
+        f"If-Match: {entity_type} {key!r} is at version {version}; read it again and retry",
+        {"ETag": etag(version)},
+    )
