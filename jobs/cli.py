@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import sys
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 from rich.console import Console
 
 from config.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 app = typer.Typer(
     help="xpstream: stream-processing analytics for A/B tests and feature flags.",
@@ -35,6 +39,13 @@ def settings_or_exit() -> Settings:
         return load_settings()
     except SettingsError as exc:
         fail(str(exc))
+
+
+def database(settings: Settings) -> AbstractContextManager[Engine]:
+    """The configured database migrated to head, and an engine on it, disposed at the end."""
+    from sinks.sql.migrate import migrated_engine
+
+    return migrated_engine(settings.database_url)
 
 
 @app.command()
@@ -79,11 +90,14 @@ def analyze_command(
 @app.command()
 def migrate() -> None:
     """Upgrade the database schema to the newest Alembic revision."""
+    from sqlalchemy import make_url
+
     from sinks.sql.migrate import upgrade_to_head
 
     settings = settings_or_exit()
     upgrade_to_head(settings.database_url)
-    console.print(f"database at head: {settings.database_url}")
+    shown = make_url(settings.database_url).render_as_string(hide_password=True)
+    console.print(f"database at head: {shown}")
 
 
 catalog_app = typer.Typer(help="Experiments, flags, metrics and guardrails.", no_args_is_help=True)
@@ -94,18 +108,15 @@ app.add_typer(catalog_app, name="catalog")
 def catalog_load(path: Path = typer.Argument(..., help="Catalog as YAML or JSON.")) -> None:
     """Validate a catalog file and store it; an invalid file changes nothing."""
     from config.catalog import CatalogError, load_catalog_file
-    from sinks.sql.migrate import upgrade_to_head
-    from sinks.sql.store import make_engine, save_catalog
+    from sinks.sql.store import save_catalog
 
     settings = settings_or_exit()
     try:
         catalog = load_catalog_file(path)
     except CatalogError as exc:
         fail(f"invalid catalog: {exc}")
-    upgrade_to_head(settings.database_url)
-    engine = make_engine(settings.database_url)
-    save_catalog(engine, catalog)
-    engine.dispose()
+    with database(settings) as engine:
+        save_catalog(engine, catalog)
     console.print(
         f"loaded {len(catalog.metrics)} metrics, {len(catalog.flags)} flags, "
         f"{len(catalog.experiments)} experiments from {path}"
@@ -119,24 +130,29 @@ def replay(
     timeout: float = typer.Option(600.0, help="Seconds to wait for the pipeline to flush."),
 ) -> None:
     """Send every line through the pipeline, wait until flushed, then analyse once."""
-    import asyncio
-
-    import orjson
-    from rich.progress import Progress
-
     from jobs.replay import read_lines
-    from jobs.replay import replay as run_replay
-    from pipelines.embedded_broker import broker_url
-    from sinks.sql.migrate import upgrade_to_head
-    from sinks.sql.store import load_catalog, make_engine, reset_pipeline_state
 
     settings = settings_or_exit()
     try:
         lines = read_lines(path)
     except OSError as exc:
         fail(f"cannot read {path}: {exc.strerror}")
-    upgrade_to_head(settings.database_url)
-    engine = make_engine(settings.database_url)
+    with database(settings) as engine:
+        _replay(settings, engine, lines, as_json, timeout)
+
+
+def _replay(
+    settings: Settings, engine: Engine, lines: list[bytes], as_json: bool, timeout: float
+) -> None:
+    import asyncio
+
+    import orjson
+    from rich.progress import Progress
+
+    from jobs.replay import replay as run_replay
+    from pipelines.embedded_broker import broker_url
+    from sinks.sql.store import load_catalog, reset_pipeline_state
+
     if not load_catalog(engine).experiments:
         fail("the catalog is empty: run `xpstream catalog load FILE` first")
     if not settings.kafka_url:
@@ -163,7 +179,6 @@ def replay(
     else:
         console.print(counts)
         _print_reports(settings, engine)
-    engine.dispose()
 
 
 @app.command()
@@ -181,29 +196,26 @@ def report(
         render_html,
         render_text,
     )
-    from sinks.sql.migrate import upgrade_to_head
-    from sinks.sql.store import load_catalog, make_engine
+    from sinks.sql.store import load_catalog
 
     if output_format not in ("text", "json", "html"):
         fail(f"--format: {output_format!r} is not text, json or html")
     settings = settings_or_exit()
-    upgrade_to_head(settings.database_url)
-    engine = make_engine(settings.database_url)
-    catalog = load_catalog(engine)
-    try:
-        result = build_report(engine, catalog, experiment, settings.alpha, settings.tau)
-    except UnknownExperimentError:
-        fail(f"unknown experiment {experiment!r}")
-    if output_format == "json":
-        sys.stdout.buffer.write(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
-    elif output_format == "html":
-        series = cumulative_lift_series(
-            engine, catalog, catalog.experiment(experiment), settings.alpha, settings.tau
-        )
-        sys.stdout.write(render_html(result, series))
-    else:
-        console.print(render_text(result), highlight=False)
-    engine.dispose()
+    with database(settings) as engine:
+        catalog = load_catalog(engine)
+        try:
+            result = build_report(engine, catalog, experiment, settings.alpha, settings.tau)
+        except UnknownExperimentError:
+            fail(f"unknown experiment {experiment!r}")
+        if output_format == "json":
+            sys.stdout.buffer.write(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
+        elif output_format == "html":
+            series = cumulative_lift_series(
+                engine, catalog, catalog.experiment(experiment), settings.alpha, settings.tau
+            )
+            sys.stdout.write(render_html(result, series))
+        else:
+            console.print(render_text(result), highlight=False)
 
 
 @app.command()
@@ -227,14 +239,9 @@ def alerts(
     import orjson
 
     from sinks.sql.alerts import list_alerts
-    from sinks.sql.migrate import upgrade_to_head
-    from sinks.sql.store import make_engine
 
-    settings = settings_or_exit()
-    upgrade_to_head(settings.database_url)
-    engine = make_engine(settings.database_url)
-    rows = list_alerts(engine)
-    engine.dispose()
+    with database(settings_or_exit()) as engine:
+        rows = list_alerts(engine)
     if as_json:
         sys.stdout.buffer.write(orjson.dumps(rows, option=orjson.OPT_INDENT_2) + b"\n")
         return
@@ -321,13 +328,9 @@ def api_command(
 
     from api.app import create_app
     from pipelines.embedded_broker import broker_url
-    from sinks.sql.migrate import upgrade_to_head
-    from sinks.sql.store import make_engine
 
     settings = settings_or_exit()
-    upgrade_to_head(settings.database_url)
-    engine = make_engine(settings.database_url)
-    with broker_url(settings.kafka_url) as bootstrap:
+    with database(settings) as engine, broker_url(settings.kafka_url) as bootstrap:
         uvicorn.run(
             create_app(settings, engine, bootstrap), host=host, port=port, log_level="warning"
         )
@@ -344,16 +347,11 @@ def keys_create(
 ) -> None:
     """A new API key, printed once on its own last line (only its hash is stored)."""
     from sinks.sql.keys import ROLES, create_api_key
-    from sinks.sql.migrate import upgrade_to_head
-    from sinks.sql.store import make_engine
 
     if role not in ROLES:
         fail(f"--role: {role!r} is not one of {', '.join(ROLES)}")
-    settings = settings_or_exit()
-    upgrade_to_head(settings.database_url)
-    engine = make_engine(settings.database_url)
-    token = create_api_key(engine, role, name)
-    engine.dispose()
+    with database(settings_or_exit()) as engine:
+        token = create_api_key(engine, role, name)
     err_console.print(f"created a {role} key; it is shown once:")
     sys.stdout.write(token + "\n")
 

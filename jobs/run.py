@@ -22,8 +22,7 @@ from pipelines.topics import Topics, ensure_topics
 from pipelines.worker import build_pipeline
 from sinks.alert_publisher import AlertPublisher
 from sinks.opensearch.sink import OpenSearchSink, make_client
-from sinks.sql.migrate import upgrade_to_head
-from sinks.sql.store import make_engine
+from sinks.sql.migrate import migrated_engine
 
 Role = Literal["all", "workers", "analyzer", "publisher", "shipper"]
 ROLES: tuple[Role, ...] = ("all", "workers", "analyzer", "publisher", "shipper")
@@ -83,9 +82,10 @@ async def _standalone(settings: Settings, bootstrap: str, engine: Engine, only: 
 
 
 def run(settings: Settings, only: Role) -> None:
-    upgrade_to_head(settings.database_url)
-    engine = make_engine(settings.database_url)
-    with broker_url(settings.kafka_url) as bootstrap:
+    with (
+        migrated_engine(settings.database_url) as engine,
+        broker_url(settings.kafka_url) as bootstrap,
+    ):
         topics = Topics.of(settings.namespace)
         asyncio.run(ensure_topics(bootstrap, topics.layout(settings.partitions)))
         if only in ("analyzer", "publisher", "shipper"):
@@ -125,11 +125,9 @@ def run_kinesis_bridge(
     settings: Settings, stream: str, region: str | None, lease_seconds: float = 10.0
 ) -> None:
     """`xpstream kinesis-bridge`: forward a Kinesis stream into the events topic until stopped."""
-    upgrade_to_head(settings.database_url)
-    engine = make_engine(settings.database_url)
     topics = Topics.of(settings.namespace)
 
-    async def bridge(bootstrap: str) -> None:
+    async def bridge(bootstrap: str, engine: Engine) -> None:
         await ensure_topics(bootstrap, topics.layout(settings.partitions))
         producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_request_size=4 * 1024 * 1024
@@ -153,5 +151,8 @@ def run_kinesis_bridge(
         finally:
             await producer.stop()
 
-    with broker_url(settings.kafka_url) as bootstrap:
-        asyncio.run(bridge(bootstrap))
+    with (
+        migrated_engine(settings.database_url) as engine,
+        broker_url(settings.kafka_url) as bootstrap,
+    ):
+        asyncio.run(bridge(bootstrap, engine))

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import Engine
+
+from sinks.sql.store import make_engine
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -19,3 +24,15 @@ def alembic_config(database_url: str) -> Config:
 
 def upgrade_to_head(database_url: str) -> None:
     command.upgrade(alembic_config(database_url), "head")
+
+
+@contextmanager
+def migrated_engine(database_url: str) -> Iterator[Engine]:
+    """The database upgraded to head and an engine on it, disposed at the end: the set-up of
+    every command that uses the database."""
+    upgrade_to_head(database_url)
+    engine = make_engine(database_url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
