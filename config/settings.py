@@ -1,4 +1,5 @@
-"""Runtime settings, read from the environment with the prefix ``XPSTREAM_`` (DESIGN.md §11)."""
+"""Runtime settings, read from the environment with the prefix ``XPSTREAM_``
+(docs/design.md §11)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite:///./xpstream.db"
     kafka_url: str = ""  # empty: start the embedded Tansu broker
-    # "tansu": no transactions and a workaround for its end offsets (NOTES.md).
+    # "tansu": no transactions and a workaround for its end offsets (docs/design.md §6).
     kafka_flavor: Literal["apache", "tansu"] = "apache"
     # Faust's transactions on Apache Kafka (Tansu has none: at-least-once + event_id dedup).
     exactly_once: bool = True

@@ -1,4 +1,5 @@
-"""Wire format (DESIGN.md §5): raw bytes → validated exposure and metric events, or rejections."""
+"""Wire format (docs/design.md §5): raw bytes → validated exposure and metric events, or
+rejections."""
 
 from __future__ import annotations
 

@@ -18,7 +18,8 @@ def make_app(
 ) -> faust.App:
     """A Faust app bound to loopback-safe settings; ``broker_url`` is ``host:port[,host:port]``."""
     # Tables written through Faust on Tansu recover only if every record is its own batch
-    # (NOTES.md); the pipeline writes its changelogs itself (worker.py), in batches this big.
+    # (docs/design.md §6); the pipeline writes its changelogs itself (changelog.py), in batches
+    # this big.
     batch_size = 1 if single_record_batches else 512 * 1024
     return faust.App(
         app_id,

@@ -1,4 +1,4 @@
-"""Producing events as batch envelopes, one per partition of their users (DESIGN.md §5)."""
+"""Producing events as batch envelopes, one per partition of their users (docs/design.md §5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A user's attribution state (DESIGN.md §5) and its record in the ``users`` table."""
+"""A user's attribution state (docs/design.md §5) and its record in the ``users`` table."""
 
 from __future__ import annotations
 

@@ -88,7 +88,7 @@ def analyze(batch: ComparisonBatch, options: AnalysisOptions) -> ComparisonResul
     effect_mean_t, effect_var_c, effect_var_t = mean_t, var_c, var_t
     if cuped.any():
         adjusted = cuped_adjust(control, variant)
-        # The relative CUPED effect divides by the unadjusted control mean (DESIGN.md §10).
+        # The relative CUPED effect divides by the unadjusted control mean (docs/design.md §10).
         effect_mean_t = np.where(cuped, mean_c + adjusted.abs_effect, mean_t)
         effect_var_c = np.where(cuped, adjusted.var_c, var_c)
         effect_var_t = np.where(cuped, adjusted.var_t, var_t)

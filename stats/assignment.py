@@ -1,4 +1,4 @@
-"""Deterministic variant assignment, compatible with GrowthBook's SDKs (DESIGN.md §4).
+"""Deterministic variant assignment, compatible with GrowthBook's SDKs (docs/design.md §4).
 
 Source: GrowthBook JS SDK `util.ts` (`hash`, `getBucketRanges`, `chooseVariation`).
 """

@@ -1,4 +1,4 @@
-"""The guardrail breach rule (DESIGN.md §10), in the style of GrowthBook's safe rollouts."""
+"""The guardrail breach rule (docs/design.md §10), in the style of GrowthBook's safe rollouts."""
 
 from __future__ import annotations
 

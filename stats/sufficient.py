@@ -108,7 +108,7 @@ def centred(sum_ab: FloatArray, sum_a: FloatArray, sum_b: FloatArray, n: FloatAr
 
 
 def mean_and_variance(arm: ArmStats) -> tuple[FloatArray, FloatArray]:
-    """``mean = Σy/n`` and the unbiased ``var = (Σy² − (Σy)²/n)/(n−1)`` (DESIGN.md §10)."""
+    """``mean = Σy/n`` and the unbiased ``var = (Σy² − (Σy)²/n)/(n−1)`` (docs/design.md §10)."""
     with np.errstate(divide="ignore", invalid="ignore"):
         mean = arm.sum / arm.n
         variance = centred(arm.sum_sq, arm.sum, arm.sum, arm.n) / (arm.n - 1)

@@ -1,4 +1,4 @@
-"""`xpstream analyze`: the JSON contract of DESIGN.md §11 and clear errors on bad input."""
+"""`xpstream analyze`: the JSON contract of docs/design.md §11 and clear errors on bad input."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""POST /v1/events: validate like the pipeline, produce envelopes per partition (DESIGN.md §5)."""
+"""POST /v1/events: validate like the pipeline, produce envelopes per partition
+(docs/design.md §5)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Independent ground truth: per-arm sufficient statistics computed with pandas from the clean
-events, following DESIGN.md §5 word by word (no pipeline code involved)."""
+events, following docs/design.md §5 word by word (no pipeline code involved)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The user state's compact parts against plain oracles: event ids kept as one escaped string
-(de-duplication), and the pre-exposure buffer kept as packed records (DESIGN.md §5's bounds).
+(de-duplication), and the pre-exposure buffer kept as packed records (docs/design.md §5's bounds).
 Every call round-trips the state through its MessagePack encoding, as the worker does."""
 
 from __future__ import annotations
