@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from stats.analysis import AnalysisOptions
 from stats.bayesian import NormalPrior
+from stats.corrections import Correction
 from stats.experiment_analysis import Comparison, analyse
 
 
@@ -72,9 +73,9 @@ class ComparisonInput(BaseModel):
 class AnalyzeInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    alpha: float = Field(default=0.05, gt=0, lt=1)
-    tau: float = Field(default=0.05, gt=0)
-    correction: Literal["holm", "bh", "none"] = "holm"
+    alpha: float = Field(default=AnalysisOptions.alpha, gt=0, lt=1)
+    tau: float = Field(default=AnalysisOptions.tau, gt=0)
+    correction: Correction = AnalysisOptions.correction
     prior: dict[str, float] | None = None
     comparisons: list[ComparisonInput]
 

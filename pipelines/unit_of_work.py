@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import base64
 import time
+from collections import defaultdict
 from collections.abc import Mapping
 
 import orjson
 
 from pipelines.attribution import Aggregates, AttributionConfig, UserAttribution
 from pipelines.events import Event, Rejection
+from pipelines.producer import partitions_for
 from pipelines.state_keys import (
     decode_counter_value,
     decode_window_value,
@@ -40,6 +42,19 @@ def units_of_work(
         units[-1].append(message)
         size += len(message[1])
     return units
+
+
+def split_strays(
+    by_user: dict[str, list[Event]], partition: int, partitions: int
+) -> dict[int, list[Event]]:
+    """Removes from ``by_user`` the users whose home is another partition, and returns their
+    events by home partition (they are re-sent there, so each user's state stays local)."""
+    strays: dict[int, list[Event]] = defaultdict(list)
+    users = list(by_user)
+    for user_id, home in zip(users, partitions_for(users, partitions), strict=True):
+        if home != partition:
+            strays[home].extend(by_user.pop(user_id))
+    return strays
 
 
 def attribute_users(

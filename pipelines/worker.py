@@ -21,10 +21,10 @@ from sqlalchemy import Engine
 from config.settings import Settings
 from pipelines.attribution import Aggregates, AttributionConfig
 from pipelines.changelog import restore_changelogs, send_records, store_dict
-from pipelines.events import ENCODE_EVENTS, CatalogIndex, Event, Rejection, decode_message
+from pipelines.events import ENCODE_EVENTS, CatalogIndex, Event, decode_message
 from pipelines.faust_app import make_app
 from pipelines.flush import rows_of
-from pipelines.producer import partitions_for, partitions_of_keys
+from pipelines.producer import partitions_of_keys
 from pipelines.skipped import SkippedReader
 from pipelines.state_keys import decode_counter_value, encode_offset_key, partition_of_key
 from pipelines.topics import Topics
@@ -32,6 +32,7 @@ from pipelines.unit_of_work import (
     aggregate_writes,
     attribute_users,
     dead_letter_record,
+    split_strays,
     units_of_work,
 )
 from sinks.sql.store import flush_partition_state, load_catalog
@@ -145,17 +146,15 @@ class Pipeline:
             decoded = decode_message(raw, self.index)
             for rejection in decoded.rejections:
                 counters[("dead_lettered", rejection.reason)] += 1
-                await self.dead_letter(rejection, partition, message_offset)
+                await self.dead_letter_topic.send(
+                    key=rejection.reason.encode(),
+                    value=dead_letter_record(
+                        rejection, self.topics.events, partition, message_offset
+                    ),
+                )
             for event in decoded.events:
                 by_user[event.user_id].append(event)
-        strays: dict[int, list[Event]] = defaultdict(list)
-        users = list(by_user)
-        for user_id, home in zip(
-            users, partitions_for(users, self.settings.partitions), strict=True
-        ):
-            if home != partition:
-                strays[home].extend(by_user.pop(user_id))
-        for home, events in strays.items():
+        for home, events in split_strays(by_user, partition, self.settings.partitions).items():
             await self.events_topic.send(value=ENCODE_EVENTS(events), partition=home)
 
         user_writes = attribute_users(store_dict(self.users), by_user, config, aggregates, offset)
@@ -196,12 +195,6 @@ class Pipeline:
             await asyncio.gather(*acks)
         if table is self.aggregates:
             self.dirty.update(key for key, _ in items)
-
-    async def dead_letter(self, rejection: Rejection, partition: int, offset: int) -> None:
-        await self.dead_letter_topic.send(
-            key=rejection.reason.encode(),
-            value=dead_letter_record(rejection, self.topics.events, partition, offset),
-        )
 
     # --- flushing ----------------------------------------------------------------------
 
