@@ -15,7 +15,7 @@ from api.auth import KeyCache
 from api.metrics import ApiMetrics
 from config.catalog import Catalog, Experiment
 from config.settings import Settings
-from pipelines.events import CatalogIndex
+from pipelines.events import CatalogIndex, EventBounds
 from sinks.sql.models import FlagRow
 from sinks.sql.store import load_catalog
 from stats.assignment import bucket_ranges, fnv1a32
@@ -47,7 +47,7 @@ class CatalogSnapshot:
     plans: dict[str, AssignmentPlan]
 
     @classmethod
-    def read(cls, engine: Engine) -> CatalogSnapshot:
+    def read(cls, engine: Engine, bounds: EventBounds) -> CatalogSnapshot:
         catalog = load_catalog(engine)
         with Session(engine) as session:
             flags = session.execute(
@@ -69,7 +69,7 @@ class CatalogSnapshot:
         return cls(
             catalog=catalog,
             plans=plans,
-            index=CatalogIndex.of(catalog),
+            index=CatalogIndex.of(catalog, bounds),
             running=tuple(e for e in catalog.experiments if e.status == "running"),
             taken_at=time.monotonic(),
         )
@@ -90,14 +90,18 @@ class ApiState:
         """The snapshot, read again when stale: for routes that run in a thread."""
         snapshot = self._snapshot
         if snapshot is None or time.monotonic() - snapshot.taken_at > CATALOG_SECONDS:
-            snapshot = self._snapshot = CatalogSnapshot.read(self.engine)
+            snapshot = self._snapshot = CatalogSnapshot.read(
+                self.engine, EventBounds.of(self.settings)
+            )
         return snapshot
 
     async def current_catalog(self) -> CatalogSnapshot:
         """The snapshot for async routes: a stale one is read again in a thread."""
         snapshot = self._snapshot
         if snapshot is None or time.monotonic() - snapshot.taken_at > CATALOG_SECONDS:
-            snapshot = self._snapshot = await asyncio.to_thread(CatalogSnapshot.read, self.engine)
+            snapshot = self._snapshot = await asyncio.to_thread(
+                CatalogSnapshot.read, self.engine, EventBounds.of(self.settings)
+            )
         return snapshot
 
     def catalog_changed(self) -> None:

@@ -124,7 +124,7 @@ async def end_to_end(users: int) -> None:
     from jobs.replay import produce_lines, wait_until_flushed
     from jobs.report import build_report
     from jobs.run import analyzer_and_publisher
-    from jobs.simulate import DEMO_EFFECTS, Traffic, demo_catalog, simulate
+    from jobs.simulate import DEMO_EFFECTS, Traffic, demo_catalog, recent_start, simulate
     from pipelines.embedded_broker import EmbeddedBroker
     from pipelines.topics import Topics, ensure_topics
     from pipelines.worker import build_pipeline
@@ -138,7 +138,7 @@ async def end_to_end(users: int) -> None:
     engine = make_engine(url)
     catalog = demo_catalog()
     save_catalog(engine, catalog)
-    traffic = Traffic(users=users, start_ts=1_764_000_000.0)
+    traffic = Traffic(users=users, start_ts=recent_start())
     lines = [orjson.dumps(e) for e in simulate(catalog, traffic, DEMO_EFFECTS)]
     topics = Topics.of(settings.namespace)
     with EmbeddedBroker(log_path=workdir / "tansu.log") as broker:

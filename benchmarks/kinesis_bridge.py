@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from jobs.simulate import DEMO_EFFECTS, Traffic, demo_catalog, simulate
+from jobs.simulate import DEMO_EFFECTS, Traffic, demo_catalog, recent_start, simulate
 from pipelines.embedded_broker import HOST, EmbeddedBroker, free_port
 from pipelines.kinesis import KinesisBridge, kinesis_client
 from pipelines.topics import Topics, ensure_topics
@@ -31,7 +31,7 @@ PARTITIONS = 8
 
 
 def fill(client: Any, stream: str, records: int) -> dict[str, int]:
-    traffic = Traffic(users=max(10, records // 8), start_ts=1_764_000_000.0)
+    traffic = Traffic(users=max(10, records // 8), start_ts=recent_start())
     events = []
     for event in simulate(demo_catalog(), traffic, DEMO_EFFECTS):
         events.append(event)

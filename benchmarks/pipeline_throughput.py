@@ -26,7 +26,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from config.settings import Settings
-from jobs.simulate import demo_catalog
+from jobs.simulate import demo_catalog, recent_start
 from pipelines import attribution
 from pipelines.attribution import Aggregates, AttributionConfig, UserAttribution
 from pipelines.embedded_broker import EmbeddedBroker
@@ -48,7 +48,7 @@ def synthetic_events(count: int, users: int = 50_000, seed: int = 1) -> list[byt
     catalog = demo_catalog()
     experiments = list(catalog.experiments)
     lines = []
-    start = 1_764_000_000.0
+    start = recent_start(1.0)  # 500k events at 0.01 s apart span 1.4 h
     for number in range(count):
         user = f"user-{rng.randrange(users)}"
         ts = start + number * 0.01

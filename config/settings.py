@@ -38,6 +38,11 @@ class Settings(BaseSettings):
     flush_seconds: float = Field(default=2.0, gt=0)
     cuped_lookback_days: float = Field(default=14.0, ge=0)
     analysis_interval_seconds: float = Field(default=5.0, gt=0)
+    # Events outside these bounds are dead-lettered (ts_out_of_range, value_out_of_range):
+    # event time within [now − max age, now + max ahead], |value| at most the bound.
+    event_max_age_days: float = Field(default=400.0, gt=0, le=36500)
+    event_max_ahead_days: float = Field(default=1.0, ge=0, le=3650)
+    event_max_abs_value: float = Field(default=1e12, gt=0, le=1e15)
     alpha: float = Field(default=0.05, gt=0, lt=1)
     tau: float = Field(default=0.05, gt=0)
     # `xpstream run`'s log level (stderr): Faust's warnings, agent crashes, rebalances at INFO.

@@ -18,7 +18,7 @@ from config.settings import Settings
 from jobs.replay import analyse_and_publish, produce_lines, wait_until_flushed
 from jobs.report import build_report, cumulative_lift_series, render_html, render_text
 from jobs.run import analyzer_and_publisher
-from jobs.simulate import DEMO_EFFECTS, Traffic, demo_catalog, simulate
+from jobs.simulate import DEMO_EFFECTS, Traffic, demo_catalog, recent_start, simulate
 from pipelines.embedded_broker import broker_url
 from pipelines.topics import Topics, ensure_topics
 from pipelines.worker import build_pipeline
@@ -26,8 +26,6 @@ from sinks.alert_publisher import read_alerts
 from sinks.sql.migrate import upgrade_to_head
 from sinks.sql.results import reset_analysis_state, rolled_back_flags
 from sinks.sql.store import make_engine, reset_pipeline_state, save_catalog
-
-DEMO_START_TS = 1_764_000_000.0
 
 
 @dataclass
@@ -79,7 +77,10 @@ def run_demo(settings: Settings, users: int, report_path: Path, console: Console
     reset_pipeline_state(engine)
     reset_analysis_state(engine)
     traffic = Traffic(
-        users=users, start_ts=DEMO_START_TS, days=3.0, lookback_days=settings.cuped_lookback_days
+        users=users,
+        start_ts=recent_start(3.0),
+        days=3.0,
+        lookback_days=settings.cuped_lookback_days,
     )
     lines = [orjson.dumps(event) for event in simulate(catalog, traffic, DEMO_EFFECTS)]
     console.print(f"simulated {users} users, {len(lines)} events, 3 experiments")

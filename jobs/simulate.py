@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -103,6 +104,12 @@ def _poisson(rng: random.Random, mean: float) -> int:
         count += 1
         product *= rng.random()
     return count
+
+
+def recent_start(days: float = 3.0) -> float:
+    """A start time whose traffic of ``days`` (and a day of activity after) ends before now, on
+    an hour boundary: simulated events stay within the default event-time bounds."""
+    return math.floor((time.time() - (days + 2) * DAY) / 3600) * 3600
 
 
 def simulate(catalog: Catalog, traffic: Traffic, effects: Effects) -> Iterator[dict[str, Any]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any, NamedTuple
@@ -13,7 +14,9 @@ import msgspec
 import orjson
 
 from config.catalog import Catalog
+from config.settings import Settings
 
+DAY = 86400.0
 MAX_EVENT_BYTES = 64 * 1024
 MAX_ENVELOPE_BYTES = 1024 * 1024
 
@@ -49,19 +52,42 @@ class Rejection(NamedTuple):
 
 
 @dataclass(frozen=True)
+class EventBounds:
+    """What a valid event may hold beyond its types, the same for the API and the pipeline:
+    event time near now, values far from overflowing the sums of squares."""
+
+    max_age_seconds: float = 400 * DAY
+    max_ahead_seconds: float = DAY
+    max_abs_value: float = 1e12
+
+    @classmethod
+    def of(cls, settings: Settings) -> EventBounds:
+        return cls(
+            settings.event_max_age_days * DAY,
+            settings.event_max_ahead_days * DAY,
+            settings.event_max_abs_value,
+        )
+
+    def ts_range(self, now: float) -> tuple[float, float]:
+        return now - self.max_age_seconds, now + self.max_ahead_seconds
+
+
+@dataclass(frozen=True)
 class CatalogIndex:
-    """What validation needs from the catalog: known experiments, variants and event metrics."""
+    """What validation needs: known experiments, variants and event metrics, and the bounds."""
 
     variants: dict[str, frozenset[str]] = field(default_factory=dict)
     metric_kinds: dict[str, str] = field(default_factory=dict)  # event metrics (not ratios)
     ratio_metrics: frozenset[str] = frozenset()
+    bounds: EventBounds = EventBounds()
 
     @classmethod
-    def of(cls, catalog: Catalog) -> CatalogIndex:
+    def of(cls, catalog: Catalog, bounds: EventBounds | None = None) -> CatalogIndex:
         return cls(
             variants={e.key: frozenset(e.variant_keys) for e in catalog.experiments},
             metric_kinds={m.key: m.kind for m in catalog.metrics if m.kind != "ratio"},
             ratio_metrics=frozenset(m.key for m in catalog.metrics if m.kind == "ratio"),
+            bounds=bounds or EventBounds(),
         )
 
 
@@ -108,7 +134,9 @@ def parse_timestamp(value: Any) -> float:
     return _number(value, "ts")
 
 
-def validate_event(obj: Any, index: CatalogIndex) -> Event:
+def validate_event(obj: Any, index: CatalogIndex, now: float | None = None) -> Event:
+    """A valid event, or :class:`InvalidEvent` naming the field; ``now`` (epoch seconds, the
+    wall clock by default) places the event-time bounds."""
     if not isinstance(obj, dict):
         raise InvalidEvent("bad_type:event", "an event must be a JSON object")
     kind = obj.get("type")
@@ -120,6 +148,11 @@ def validate_event(obj: Any, index: CatalogIndex) -> Event:
     if "ts" not in obj:
         raise InvalidEvent("missing_field:ts", "ts is required")
     ts = parse_timestamp(obj["ts"])
+    earliest, latest = index.bounds.ts_range(time.time() if now is None else now)
+    if not earliest <= ts <= latest:
+        raise InvalidEvent(
+            "ts_out_of_range", f"ts {obj['ts']!r:.40} is not within {earliest:.0f}..{latest:.0f}"
+        )
     user_id = _string(obj, "user_id")
     if kind == "exposure":
         experiment = _string(obj, "experiment")
@@ -139,6 +172,10 @@ def validate_event(obj: Any, index: CatalogIndex) -> Event:
         raise InvalidEvent("unknown_metric", f"metric {metric[:80]!r} {detail}".strip())
     if "value" in obj:
         value = _number(obj["value"], "value")
+        if abs(value) > index.bounds.max_abs_value:
+            raise InvalidEvent(
+                "value_out_of_range", f"value {value:.6g} exceeds ±{index.bounds.max_abs_value:g}"
+            )
     elif metric_kind == "sum":
         raise InvalidEvent("missing_field:value", "a sum metric event needs a value")
     else:
@@ -168,7 +205,7 @@ _ENVELOPE = msgspec.json.Decoder(list[Exposure | MetricEvent])
 ENCODE_EVENTS = msgspec.json.Encoder().encode  # events → an envelope of the wire format
 
 
-def _decode_valid_envelope(raw: bytes, index: CatalogIndex) -> list[Event] | None:
+def _decode_valid_envelope(raw: bytes, index: CatalogIndex, now: float) -> list[Event] | None:
     """An envelope whose every event is valid and complete (ts in epoch seconds, a value on
     every metric event), typed in C (msgspec refuses NaN and out-of-range numbers); None
     otherwise, so the per-event path gives each rejection its reason and each default."""
@@ -177,9 +214,13 @@ def _decode_valid_envelope(raw: bytes, index: CatalogIndex) -> list[Event] | Non
     except (msgspec.ValidationError, msgspec.DecodeError):
         return None
     variants, kinds = index.variants, index.metric_kinds
+    earliest, latest = index.bounds.ts_range(now)
+    largest = index.bounds.max_abs_value
     for event in events:
+        if not earliest <= event.ts <= latest:
+            return None
         if isinstance(event, MetricEvent):
-            if event.metric not in kinds:
+            if event.metric not in kinds or not -largest <= event.value <= largest:
                 return None
         else:
             known = variants.get(event.experiment)
@@ -188,8 +229,9 @@ def _decode_valid_envelope(raw: bytes, index: CatalogIndex) -> list[Event] | Non
     return events
 
 
-def decode_message(raw: bytes, index: CatalogIndex) -> Decoded:
+def decode_message(raw: bytes, index: CatalogIndex, now: float | None = None) -> Decoded:
     """One Kafka message: a single event object or a batch envelope (a JSON array of events)."""
+    now = time.time() if now is None else now
     decoded = Decoded()
     if len(raw) > MAX_ENVELOPE_BYTES:
         decoded.rejections.append(
@@ -197,7 +239,7 @@ def decode_message(raw: bytes, index: CatalogIndex) -> Decoded:
         )
         return decoded
     if raw[:1] == b"[":
-        valid = _decode_valid_envelope(raw, index)
+        valid = _decode_valid_envelope(raw, index, now)
         if valid is not None:
             decoded.events = valid
             return decoded
@@ -217,7 +259,7 @@ def decode_message(raw: bytes, index: CatalogIndex) -> Decoded:
         items = [payload]
     for item in items:
         try:
-            decoded.events.append(validate_event(item, index))
+            decoded.events.append(validate_event(item, index, now))
         except InvalidEvent as invalid:
             # An envelope's bad member is dead-lettered alone, as JSON text (NaN kept as NaN).
             item_raw = raw if item is payload else json.dumps(item).encode()

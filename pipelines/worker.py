@@ -21,9 +21,9 @@ from sqlalchemy import Engine
 from config.settings import Settings
 from pipelines.attribution import Aggregates, AttributionConfig
 from pipelines.changelog import restore_changelogs, send_records, store_dict
-from pipelines.events import ENCODE_EVENTS, CatalogIndex, Event, decode_message
+from pipelines.events import ENCODE_EVENTS, CatalogIndex, Event, EventBounds, decode_message
 from pipelines.faust_app import make_app
-from pipelines.flush import rows_of
+from pipelines.flush import Flusher, Outage
 from pipelines.producer import partitions_of_keys
 from pipelines.skipped import SkippedReader
 from pipelines.state_keys import decode_counter_value, encode_offset_key, partition_of_key
@@ -55,17 +55,17 @@ class Pipeline:
     skipped: SkippedReader
     config: AttributionConfig | None = None
     index: CatalogIndex = field(default_factory=CatalogIndex)
-    dirty: set[bytes] = field(default_factory=set)
-    full_flush: bool = True
+    flusher: Flusher = field(default_factory=Flusher)
     verified: set[int] = field(default_factory=set)  # partitions whose state is checked
     broker_url: str = ""
     last_record_alone: bool = False  # Tansu's end offsets (changelog.send_records)
     serial: asyncio.Lock = field(default_factory=asyncio.Lock)  # agent and tail reads alike
     units: int = 0  # units of work handled, so far
+    catalog_outage: Outage = field(default_factory=lambda: Outage("catalog reload", 1.0))
 
     def reload_catalog(self) -> None:
         catalog = load_catalog(self.engine)
-        self.index = CatalogIndex.of(catalog)
+        self.index = CatalogIndex.of(catalog, EventBounds.of(self.settings))
         self.config = AttributionConfig.of(
             catalog, self.settings.window_seconds, self.settings.cuped_lookback_days * 86400
         )
@@ -81,7 +81,7 @@ class Pipeline:
         # Every assigned partition at once: one consumer, one metadata wait, not one each.
         partitions = (self.assigned_partitions() | {partition}) - self.verified
         await restore_changelogs(self.broker_url, (self.aggregates, self.users), partitions)
-        self.full_flush = True  # restored rows are flushed too, not only touched ones
+        self.flusher.full = True  # restored rows are flushed too, not only touched ones
         self.verified |= partitions
 
     def forget(self, partitions: set[int]) -> None:
@@ -194,7 +194,7 @@ class Pipeline:
         if wait:
             await asyncio.gather(*acks)
         if table is self.aggregates:
-            self.dirty.update(key for key, _ in items)
+            self.flusher.dirty.update(key for key, _ in items)
 
     # --- flushing ----------------------------------------------------------------------
 
@@ -207,22 +207,29 @@ class Pipeline:
 
     async def flush(self) -> None:
         """Upsert absolute rows of the partitions this worker owns into SQL."""
-        data = store_dict(self.aggregates)
-        if self.full_flush:
-            keys, self.full_flush = set(data.keys()), False
-        else:
-            keys = self.dirty
-        self.dirty = set()
-        rows = rows_of(keys, data, self.assigned_partitions())
-        if rows:
-            await asyncio.to_thread(
-                flush_partition_state,
+        await self.flusher.flush(
+            store_dict(self.aggregates),
+            self.assigned_partitions(),
+            lambda rows: flush_partition_state(
                 self.engine,
                 rows.windows,
                 rows.counters,
                 rows.offsets,
                 bool(self.settings.opensearch_url),
-            )
+            ),
+        )
+
+    async def refresh_catalog(self) -> None:
+        """Catalog edits reach attribution once per flush interval; while the database is
+        away the last catalog stays in force."""
+        if not self.catalog_outage.due():
+            return
+        try:
+            await asyncio.to_thread(self.reload_catalog)
+        except Exception as error:
+            self.catalog_outage.failed(error)
+            return
+        self.catalog_outage.recovered()
 
 
 def build_pipeline(
@@ -284,12 +291,11 @@ def build_pipeline(
     async def flush_timer() -> None:
         await pipeline.read_tails()
         await pipeline.flush()
-        # Catalog edits (new experiments, metrics) reach attribution once per flush interval.
-        await asyncio.to_thread(pipeline.reload_catalog)
+        await pipeline.refresh_catalog()
 
     @app.on_rebalance_complete.connect  # type: ignore[arg-type]
     async def after_rebalance(sender: Any, **_: Any) -> None:
-        pipeline.full_flush = True  # recovered keys were never flushed by this worker
+        pipeline.flusher.full = True  # recovered keys were never flushed by this worker
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def before_revoke(sender: Any, revoked: Any, **_: Any) -> None:

@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from pipelines.embedded_broker import HOST, EmbeddedBroker, free_port
+from pipelines.events import DAY, EventBounds
 from tests.services.apache_kafka import ApacheKafka
 from tests.services.kinesalite import Kinesalite
 from tests.services.opensearch import OpenSearchNode
@@ -26,6 +27,10 @@ os.environ.update(
 )
 for _name in [name for name in os.environ if name.startswith(("XPSTREAM_", "OTEL_"))]:
     del os.environ[_name]
+# The tests' events carry fixed event times (November 2025) so that ground truths reproduce:
+# every process they start accepts event times up to a century old (the default is 400 days).
+os.environ["XPSTREAM_EVENT_MAX_AGE_DAYS"] = "36500"
+HISTORICAL = EventBounds(max_age_seconds=36500 * DAY)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import pytest
 from pipelines import attribution
 from pipelines.events import CatalogIndex, Event, decode_message
 from pipelines.user_state import decode_state, encode_state
+from tests.conftest import HISTORICAL
 from tests.pipeline.generate import generate
 
 SOURCE = Path(attribution.__file__).with_name("attribution.py")
@@ -79,7 +80,7 @@ def test_the_extension_books_what_its_source_books(
 ) -> None:
     source = source_module()
     file = generate(300, seed=buffer_size + dedup_size)
-    index = CatalogIndex.of(file.catalog)
+    index = CatalogIndex.of(file.catalog, HISTORICAL)
     events = [e for line in file.lines for e in decode_message(line.encode(), index).events]
     cut = units(events, seed=dedup_size)
     results = []

@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 
 from jobs.simulate import demo_catalog
 from pipelines.events import CatalogIndex, Exposure, MetricEvent, decode_message
+from tests.conftest import HISTORICAL
 
-INDEX = CatalogIndex.of(demo_catalog())
+INDEX = CatalogIndex.of(demo_catalog(), HISTORICAL)
 GOOD_METRIC = {
     "type": "metric",
     "event_id": "m1",
@@ -139,4 +140,49 @@ def test_an_envelope_decodes_as_its_events_one_by_one(
     assert envelope.events == [e for one in alone for e in one.events]
     assert [r.reason for r in envelope.rejections] == [
         r.reason for one in alone for r in one.rejections
+    ]
+
+
+NOW = 1_764_300_000.0  # a fixed "now" for the default bounds: 400 days back, 1 day ahead
+DEFAULT_INDEX = CatalogIndex.of(demo_catalog())
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"ts": 1e300}, "ts_out_of_range"),
+        ({"ts": -1e300}, "ts_out_of_range"),
+        ({"ts": 1e18}, "ts_out_of_range"),
+        ({"ts": NOW + 1.5 * 86400}, "ts_out_of_range"),
+        ({"ts": NOW - 401 * 86400}, "ts_out_of_range"),
+        ({"ts": "9999-12-31T00:00:00Z"}, "ts_out_of_range"),
+        ({"value": 1e300}, "value_out_of_range"),
+        ({"value": -1e300}, "value_out_of_range"),
+        ({"value": 1e200}, "value_out_of_range"),
+        ({"value": 10**400}, "non_finite_value"),
+        ({"value": 1e12 + 1e6}, "value_out_of_range"),
+    ],
+)
+def test_events_beyond_the_bounds_are_refused_alone_and_in_envelopes(
+    change: dict[str, object], reason: str
+) -> None:
+    poison = {**GOOD_METRIC, **change, "event_id": "poison"}
+    good = {**GOOD_METRIC, "ts": NOW - 3600}
+    for raw in (json.dumps(poison).encode(), json.dumps([good, poison, good]).encode()):
+        decoded = decode_message(raw, DEFAULT_INDEX, now=NOW)
+        assert [r.reason for r in decoded.rejections] == [reason]
+        assert all(e.event_id != "poison" for e in decoded.events)
+
+
+def test_events_at_the_bounds_pass() -> None:
+    edges = [
+        {**GOOD_METRIC, "event_id": "old", "ts": NOW - 400 * 86400},
+        {**GOOD_METRIC, "event_id": "ahead", "ts": NOW + 86400},
+        {**GOOD_METRIC, "event_id": "big", "value": -1e12},
+    ]
+    decoded = decode_message(json.dumps(edges).encode(), DEFAULT_INDEX, now=NOW)
+    assert decoded.rejections == [] and [e.event_id for e in decoded.events] == [
+        "old",
+        "ahead",
+        "big",
     ]
