@@ -8,14 +8,16 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 
-from api.auth import SECURITY_SCHEME
+from api.auth import SECURITY_SCHEME, Authentication
 from api.metrics import MetricsAndLimits, store_families
 from api.routers import assignments, catalog, events, ops, reports
 from api.state import ApiState
+from api.strict_json import validation_error
 from config.settings import Settings
 from pipelines.events import MAX_ENVELOPE_BYTES
 from sinks.opensearch.sink import backlog as search_backlog
@@ -55,11 +57,15 @@ def create_app(settings: Settings, engine: Engine, bootstrap: str) -> FastAPI:
 
     state.metrics.add_store_collector(collect)
 
+    app.add_exception_handler(RequestValidationError, validation_error)
+
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return JSONResponse({"detail": "internal error"}, status_code=500)
 
+    # Added last, runs first: counted and capped, then authenticated before any body is read.
+    app.add_middleware(Authentication, authenticator=state.auth)
     app.add_middleware(MetricsAndLimits, metrics=state.metrics, max_body=MAX_ENVELOPE_BYTES)
 
     def openapi() -> dict[str, Any]:

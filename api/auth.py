@@ -1,18 +1,27 @@
-"""API keys as a dependency: 401 without a valid key, 403 when its role lacks the permission."""
+"""API keys: checked before a request's body is read, by the :class:`Authentication`
+middleware (401 without a valid key, 429 for an address that keeps failing), and by role in
+the routes' dependencies (403 when the key's role lacks the permission)."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import logging
+import re
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
+import orjson
 from fastapi import HTTPException, Request
 from sqlalchemy import Engine
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sinks.sql.keys import resolve_api_key
 
+log = logging.getLogger(__name__)
 Permission = Literal["assign", "ingest", "read", "analyse", "write", "admin"]
 
 PERMISSIONS: dict[str, frozenset[str]] = {
@@ -22,7 +31,13 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "developer": frozenset({"read", "analyse", "write"}),
     "admin": frozenset({"assign", "ingest", "read", "analyse", "write", "admin"}),
 }
-KEY_CACHE_SECONDS = 5.0  # how long a revoked key may still be accepted by a running API
+KEY_CACHE_SECONDS = 5.0  # a key revoked by another API process works here this long at most
+KEY_CACHE_SIZE = 10_000
+# ``xps_<key_id: 12 hex>_<secret: 43 url-safe base64>``: anything else is refused unread.
+TOKEN = re.compile(r"xps_([0-9a-f]{12})_[A-Za-z0-9_-]{43}")
+FAILURES_ALLOWED = 20  # failed authentications per address and window before 429
+FAILURE_WINDOW_SECONDS = 60.0
+TRACKED_ADDRESSES = 10_000
 
 SECURITY_SCHEME = {
     "bearer": {
@@ -44,65 +59,172 @@ class Caller:
 
 
 class KeyCache:
-    """Verified keys for a few seconds, so a hot endpoint does not hit the database each time."""
+    """Keys verified in the last few seconds, so a hot endpoint does not hit the database each
+    time. Keyed by a digest of the token (no secret is kept), bounded (least recently used
+    goes), and only successes are kept: a failure is never cached."""
 
-    def __init__(self) -> None:
-        self._entries: dict[str, tuple[float, Caller | None]] = {}
+    def __init__(self, size: int = KEY_CACHE_SIZE) -> None:
+        self.size = size
+        self._entries: OrderedDict[bytes, tuple[float, Caller]] = OrderedDict()
 
-    def lookup(self, token: str) -> tuple[bool, Caller | None]:
-        """(found, caller): whether ``token`` was resolved in the last few seconds, and to what."""
-        hit = self._entries.get(token)
-        if hit is not None and hit[0] > time.monotonic():
-            return True, hit[1]
-        return False, None
+    def lookup(self, token: str) -> Caller | None:
+        digest = hashlib.sha256(token.encode()).digest()
+        hit = self._entries.get(digest)
+        if hit is None:
+            return None
+        if hit[0] <= time.monotonic():
+            del self._entries[digest]
+            return None
+        self._entries.move_to_end(digest)
+        return hit[1]
 
-    def remember(self, token: str, caller: Caller | None) -> None:
-        if len(self._entries) > 10_000:
-            self._entries.clear()
-        self._entries[token] = (time.monotonic() + KEY_CACHE_SECONDS, caller)
+    def remember(self, token: str, caller: Caller) -> None:
+        digest = hashlib.sha256(token.encode()).digest()
+        self._entries[digest] = (time.monotonic() + KEY_CACHE_SECONDS, caller)
+        self._entries.move_to_end(digest)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+
+    def forget(self, key_id: str) -> None:
+        """A revoked key stops working in this process at once."""
+        for digest in [d for d, (_, c) in self._entries.items() if c.key_id == key_id]:
+            del self._entries[digest]
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
-def _bearer(request: Request) -> str:
-    scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        raise HTTPException(
-            401, "missing API key: send Authorization: Bearer <key>", {"WWW-Authenticate": "Bearer"}
-        )
-    return token.strip()
+@dataclass
+class FailedAuthLimiter:
+    """Failed authentications per client address in fixed windows: past ``allowed`` in one
+    window, the address's failures answer 429 until the window ends (valid keys still work).
+    At most ``addresses`` are tracked; the oldest windows go first."""
+
+    allowed: int = FAILURES_ALLOWED
+    window: float = FAILURE_WINDOW_SECONDS
+    addresses: int = TRACKED_ADDRESSES
+    _windows: OrderedDict[str, list[float]] = field(default_factory=OrderedDict)
+
+    def retry_after(self, address: str) -> float:
+        """Seconds until ``address`` may fail again without 429; 0 when it may now."""
+        entry = self._windows.get(address)
+        if entry is None or entry[1] <= self.allowed:
+            return 0.0
+        return max(0.0, entry[0] + self.window - time.monotonic())
+
+    def failed(self, address: str) -> int:
+        """Counts a failure; returns the failures of the address in its current window."""
+        now = time.monotonic()
+        entry = self._windows.get(address)
+        if entry is None or entry[0] + self.window <= now:
+            entry = self._windows[address] = [now, 0.0]
+            self._windows.move_to_end(address)
+            while len(self._windows) > self.addresses:
+                self._windows.popitem(last=False)
+        entry[1] += 1
+        return int(entry[1])
 
 
-def _permitted(caller: Caller | None, permission: Permission) -> Caller:
-    if caller is None:
-        raise HTTPException(401, "invalid or revoked API key", {"WWW-Authenticate": "Bearer"})
+@dataclass
+class Authenticator:
+    engine: Engine
+    keys: KeyCache = field(default_factory=KeyCache)
+    limiter: FailedAuthLimiter = field(default_factory=FailedAuthLimiter)
+
+    async def caller(self, token: str) -> Caller | None:
+        """The key behind ``token``: malformed tokens never reach the cache or the database,
+        and a key not seen lately is looked up in a thread, off the event loop."""
+        if TOKEN.fullmatch(token) is None:
+            return None
+        caller = self.keys.lookup(token)
+        if caller is None:
+            found = await asyncio.to_thread(resolve_api_key, self.engine, token)
+            if found is not None:
+                caller = Caller(*found)
+                self.keys.remember(token, caller)
+        return caller
+
+    def refused(self, address: str, token: str, reason: str) -> HTTPException:
+        """401, or 429 with Retry-After for an address over its failures; logged with the key
+        id alone (never the secret), once per address and window."""
+        count = self.limiter.failed(address)
+        match = TOKEN.fullmatch(token)
+        key = f"key {match.group(1)}" if match else "no well-formed key"
+        if count == 1 or count == self.limiter.allowed + 1:
+            log.warning(
+                "failed authentication from %s (%s: %s)%s",
+                address,
+                key,
+                reason,
+                "; throttled" if count > self.limiter.allowed else "",
+            )
+        wait = self.limiter.retry_after(address)
+        if wait > 0:
+            return HTTPException(
+                429,
+                "too many failed authentications from this address",
+                {"Retry-After": str(max(1, round(wait)))},
+            )
+        return HTTPException(401, reason, {"WWW-Authenticate": "Bearer"})
+
+
+def bearer_token(headers: dict[bytes, bytes]) -> str | None:
+    scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+class Authentication:
+    """Pure ASGI, before anything reads the body: every ``/v1`` request needs a valid key, and
+    its caller is left in ``scope["state"]`` for the routes' role checks."""
+
+    def __init__(self, app: ASGIApp, authenticator: Authenticator, prefix: str = "/v1/") -> None:
+        self.app, self.authenticator, self.prefix = app, authenticator, prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
+            await self.app(scope, receive, send)
+            return
+        token = bearer_token(dict(scope.get("headers") or []))
+        address = (scope.get("client") or ("unknown", 0))[0]
+        if token is None:
+            error = self.authenticator.refused(
+                address, "", "missing API key: send Authorization: Bearer <key>"
+            )
+        else:
+            caller = await self.authenticator.caller(token)
+            if caller is not None:
+                scope.setdefault("state", {})["caller"] = caller
+                await self.app(scope, receive, send)
+                return
+            error = self.authenticator.refused(address, token, "invalid or revoked API key")
+        await _send_error(send, error)
+
+
+async def _send_error(send: Send, error: HTTPException) -> None:
+    body = orjson.dumps({"detail": error.detail})
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *((k.lower().encode(), v.encode()) for k, v in (error.headers or {}).items()),
+    ]
+    await send({"type": "http.response.start", "status": error.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def authorize(request: Request, permission: Permission) -> Caller:
+    """The caller :class:`Authentication` found, if its role has ``permission``."""
+    caller: Caller | None = getattr(request.state, "caller", None)
+    if caller is None:  # a route outside the middleware's prefix asked for a key
+        raise HTTPException(401, "missing API key", {"WWW-Authenticate": "Bearer"})
     if permission not in PERMISSIONS.get(caller.role, frozenset()):
         raise HTTPException(403, f"role {caller.role!r} may not {permission}")
     return caller
-
-
-async def authorize(request: Request, permission: Permission) -> Caller:
-    """The caller behind the request's bearer key, if its role has ``permission``; a key not
-    seen lately is looked up in a thread, off the event loop.
-
-    Reads the header itself rather than through fastapi.security's HTTPBearer (the scheme is
-    declared in the OpenAPI document by api.app)."""
-    token = _bearer(request)
-    state = request.app.state.xp
-    found, caller = state.keys.lookup(token)
-    if not found:
-        caller = await asyncio.to_thread(_resolve, state.engine, token)
-        state.keys.remember(token, caller)
-    return _permitted(caller, permission)
-
-
-def _resolve(engine: Engine, token: str) -> Caller | None:
-    found = resolve_api_key(engine, token)
-    return Caller(*found) if found else None
 
 
 def requires(permission: Permission) -> Callable[..., Awaitable[Caller]]:
     """``authorize`` as a dependency: ``Depends(requires("read"))``."""
 
     async def dependency(request: Request) -> Caller:
-        return await authorize(request, permission)
+        return authorize(request, permission)
 
     return dependency

@@ -7,10 +7,12 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+from fastapi import HTTPException
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+STORE_SECONDS = 10.0  # database figures in /metrics are this fresh
 Scope = dict[str, Any]
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -46,12 +48,20 @@ class ApiMetrics:
             registry=self.registry,
         )
 
-    def add_store_collector(self, collect: Callable[[], Iterable[Any]]) -> None:
-        """Figures read from the database at scrape time (rollbacks, dead letters)."""
+    def add_store_collector(
+        self, collect: Callable[[], Iterable[Any]], seconds: float = STORE_SECONDS
+    ) -> None:
+        """Figures read from the database (rollbacks, dead letters), at most once per
+        ``seconds`` however often a scraper asks."""
 
         class _Store(Collector):
+            def __init__(self) -> None:
+                self.read_at, self.families = -seconds, list[Any]()
+
             def collect(self) -> Iterable[Any]:
-                return collect()
+                if time.monotonic() - self.read_at >= seconds:
+                    self.families, self.read_at = list(collect()), time.monotonic()
+                return self.families
 
         self.registry.register(_Store())
 
@@ -98,14 +108,15 @@ class MetricsAndLimits:
             nonlocal received
             message = await receive()
             received += len(message.get("body", b""))
-            if received > self.max_body:
-                raise BodyTooLargeError
+            if received > self.max_body:  # a chunked body declares no length: count it
+                raise BodyTooLargeError(self.max_body)
             return message
 
         async def send_status(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                message["headers"] = _with_security_headers(message.get("headers") or [])
             await send(message)
 
         try:
@@ -126,8 +137,24 @@ class MetricsAndLimits:
             children[1].observe(time.perf_counter() - started)
 
 
-class BodyTooLargeError(Exception):
-    pass
+class BodyTooLargeError(HTTPException):
+    """Raised while the body is read: FastAPI passes HTTP exceptions through its body parsing
+    (anything else there becomes a 400), so the client gets 413."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body over {limit} bytes")
+
+
+SECURITY_HEADERS = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+)
+
+
+def _with_security_headers(headers: Any) -> list[tuple[bytes, bytes]]:
+    present = {name.lower() for name, _ in headers}
+    return [*headers, *((n, v) for n, v in SECURITY_HEADERS if n not in present)]
 
 
 async def _too_large(send: Send, limit: int) -> None:

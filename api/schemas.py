@@ -30,7 +30,7 @@ class BatchAssignmentsIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     user_ids: list[str] = Field(min_length=1, max_length=1000)
-    experiment: str | None = None
+    experiment: str | None = Field(default=None, min_length=1, max_length=128)
 
 
 class BatchAssignmentsOut(BaseModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass, field
 
@@ -11,7 +12,7 @@ from aiokafka.errors import KafkaError
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from api.auth import KeyCache
+from api.auth import Authenticator
 from api.metrics import ApiMetrics
 from config.catalog import Catalog, Experiment
 from config.settings import Settings
@@ -20,6 +21,7 @@ from sinks.sql.models import FlagRow
 from sinks.sql.store import load_catalog
 from stats.assignment import bucket_ranges, fnv1a32
 
+log = logging.getLogger(__name__)
 CATALOG_SECONDS = 1.0  # a rollback by the analyzer (another process) reaches assignments this fast
 
 
@@ -80,11 +82,15 @@ class ApiState:
     settings: Settings
     engine: Engine
     bootstrap: str
-    keys: KeyCache = field(default_factory=KeyCache)
     metrics: ApiMetrics = field(default_factory=ApiMetrics)
+    auth: Authenticator = field(init=False)
     _snapshot: CatalogSnapshot | None = None
+    _reading: asyncio.Future[CatalogSnapshot] | None = None
     _producer: AIOKafkaProducer | None = None
     _producer_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def __post_init__(self) -> None:
+        self.auth = Authenticator(self.engine)
 
     def catalog(self) -> CatalogSnapshot:
         """The snapshot, read again when stale: for routes that run in a thread."""
@@ -96,12 +102,32 @@ class ApiState:
         return snapshot
 
     async def current_catalog(self) -> CatalogSnapshot:
-        """The snapshot for async routes: a stale one is read again in a thread."""
+        """The snapshot for async routes. A stale one is still served while a single read, in
+        a thread, replaces it: requests neither wait for the database nor all read it at once;
+        while the database is away the last snapshot stays in force."""
         snapshot = self._snapshot
-        if snapshot is None or time.monotonic() - snapshot.taken_at > CATALOG_SECONDS:
-            snapshot = self._snapshot = await asyncio.to_thread(
+        stale = snapshot is None or time.monotonic() - snapshot.taken_at > CATALOG_SECONDS
+        reading = self._reading
+        if stale and reading is None:
+            reading = self._reading = asyncio.ensure_future(self._refresh())
+        if snapshot is None:
+            assert reading is not None
+            return await asyncio.shield(reading)
+        return snapshot
+
+    async def _refresh(self) -> CatalogSnapshot:
+        try:
+            snapshot = await asyncio.to_thread(
                 CatalogSnapshot.read, self.engine, EventBounds.of(self.settings)
             )
+        except Exception as error:
+            if self._snapshot is None:
+                raise
+            log.warning("catalog refresh failed (%s); serving the last catalog", error)
+            return self._snapshot
+        finally:
+            self._reading = None
+        self._snapshot = snapshot
         return snapshot
 
     def catalog_changed(self) -> None:

@@ -34,12 +34,13 @@ def serve(kind: str, database: str, port: int) -> None:
         uvicorn.run(bare, host=HOST, port=port, log_level="warning", workers=1)
         return
     from api.app import create_app
+    from api.server import serve as serve_api
     from config.settings import Settings
     from sinks.sql.store import make_engine
 
     settings = Settings(database_url=database)
     app = create_app(settings, make_engine(database), f"{HOST}:{free_port()}")
-    uvicorn.run(app, host=HOST, port=port, log_level="warning", workers=1)
+    serve_api(app, HOST, port, settings)  # as `xpstream api` serves it
 
 
 def prepare(workdir: Path) -> tuple[str, str]:

@@ -11,6 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 MetricKind = Literal["sum", "count", "conversion", "ratio"]
 KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+MAX_VARIANTS = 100
+MAX_METRICS_PER_EXPERIMENT = 100
+MAX_MIN_USERS = 10**9
+WEIGHT_TOLERANCE = 0.01  # as GrowthBook; a catalog whose weights miss 1 by more is refused
 # Joins catalog keys into composite keys (state tables, search outbox): KEY_PATTERN excludes it.
 KEY_SEP = "\x1f"
 
@@ -24,9 +28,9 @@ class Metric(BaseModel):
 
     key: str = Field(pattern=KEY_PATTERN)
     kind: MetricKind
-    cap: float | None = Field(default=None, gt=0, allow_inf_nan=False)
-    numerator: str | None = None
-    denominator: str | None = None
+    cap: float | None = Field(default=None, gt=0, le=1e12, allow_inf_nan=False)
+    numerator: str | None = Field(default=None, pattern=KEY_PATTERN)
+    denominator: str | None = Field(default=None, pattern=KEY_PATTERN)
     higher_is_better: bool = True
 
     @model_validator(mode="after")
@@ -59,10 +63,10 @@ class Variant(BaseModel):
 class Guardrail(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    metric: str
+    metric: str = Field(pattern=KEY_PATTERN)
     bad_direction: Literal["increase", "decrease"]
-    margin: float = Field(default=0.0, ge=0, allow_inf_nan=False)
-    min_users: int = Field(default=100, ge=2)
+    margin: float = Field(default=0.0, ge=0, le=100, allow_inf_nan=False)
+    min_users: int = Field(default=100, ge=2, le=MAX_MIN_USERS)
     action: Literal["rollback", "alert"] = "rollback"
 
 
@@ -70,19 +74,21 @@ class Experiment(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     key: str = Field(pattern=KEY_PATTERN)
-    flag: str | None = None
-    seed: str | None = None
+    flag: str | None = Field(default=None, pattern=KEY_PATTERN)
+    seed: str | None = Field(default=None, max_length=256)
     hash_version: Literal[1, 2] = 2
     coverage: float = Field(default=1.0, ge=0, le=1)
-    control: str
-    variants: tuple[Variant, ...] = Field(min_length=2)
-    metrics: tuple[str, ...] = ()
-    guardrails: tuple[Guardrail, ...] = ()
+    control: str = Field(pattern=KEY_PATTERN)
+    variants: tuple[Variant, ...] = Field(min_length=2, max_length=MAX_VARIANTS)
+    metrics: tuple[str, ...] = Field(default=(), max_length=MAX_METRICS_PER_EXPERIMENT)
+    guardrails: tuple[Guardrail, ...] = Field(default=(), max_length=MAX_METRICS_PER_EXPERIMENT)
     status: Literal["draft", "running", "stopped"] = "running"
 
     @field_validator("seed")
     @classmethod
-    def _seed_not_blank(cls, value: str | None) -> str | None:
+    def _seed_text(cls, value: str | None) -> str | None:
+        if value and not value.isprintable():  # NUL, control characters, lone surrogates
+            raise ValueError("seed: printable text only")
         return value or None
 
     @model_validator(mode="after")
@@ -90,6 +96,9 @@ class Experiment(BaseModel):
         keys = [v.key for v in self.variants]
         if len(set(keys)) != len(keys):
             raise ValueError(f"variants: duplicate keys in {keys}")
+        total = sum(v.weight for v in self.variants)
+        if abs(total - 1.0) > WEIGHT_TOLERANCE:
+            raise ValueError(f"variants: weights sum to {total:g}; they must sum to 1 (±0.01)")
         if self.control not in keys:
             raise ValueError(f"control: {self.control!r} is not one of the variants {keys}")
         return self
@@ -112,9 +121,9 @@ class Experiment(BaseModel):
 class Catalog(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    metrics: tuple[Metric, ...] = ()
-    flags: tuple[Flag, ...] = ()
-    experiments: tuple[Experiment, ...] = ()
+    metrics: tuple[Metric, ...] = Field(default=(), max_length=1000)
+    flags: tuple[Flag, ...] = Field(default=(), max_length=10_000)
+    experiments: tuple[Experiment, ...] = Field(default=(), max_length=10_000)
 
     @model_validator(mode="after")
     def _references(self) -> Catalog:

@@ -43,6 +43,14 @@ class Settings(BaseSettings):
     event_max_age_days: float = Field(default=400.0, gt=0, le=36500)
     event_max_ahead_days: float = Field(default=1.0, ge=0, le=3650)
     event_max_abs_value: float = Field(default=1e12, gt=0, le=1e15)
+    # `xpstream api`: request headers at most this big (431), connections served at once
+    # (503 beyond), seconds an idle keep-alive connection stays open.
+    api_max_header_bytes: int = Field(default=64 * 1024, ge=4096, le=1024 * 1024)
+    api_limit_concurrency: int = Field(default=1000, ge=1)
+    api_keep_alive_seconds: int = Field(default=5, ge=1)
+    # Who may read GET /metrics: loopback clients without a key (others with an analyst key),
+    # anyone ("open"), or only callers with an analyst key ("key").
+    metrics_access: Literal["loopback", "open", "key"] = "loopback"
     alpha: float = Field(default=0.05, gt=0, lt=1)
     tau: float = Field(default=0.05, gt=0)
     # `xpstream run`'s log level (stderr): Faust's warnings, agent crashes, rebalances at INFO.

@@ -324,16 +324,13 @@ def api_command(
     port: int = typer.Option(8000, min=1, max=65535, help="Port to bind."),
 ) -> None:
     """The HTTP API (uvicorn); OpenAPI documentation at /docs."""
-    import uvicorn
-
     from api.app import create_app
+    from api.server import serve
     from pipelines.embedded_broker import broker_url
 
     settings = settings_or_exit()
     with database(settings) as engine, broker_url(settings.kafka_url) as bootstrap:
-        uvicorn.run(
-            create_app(settings, engine, bootstrap), host=host, port=port, log_level="warning"
-        )
+        serve(create_app(settings, engine, bootstrap), host, port, settings)
 
 
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)

@@ -2,17 +2,35 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
 HOST = "127.0.0.1"
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _dies_with(parent: int) -> Callable[[], None] | None:
+    """Run in the child before exec: the kernel kills it when ``parent`` dies, even by
+    SIGKILL (when nothing could stop it), so a broker never outlives its command."""
+    if not sys.platform.startswith("linux"):
+        return None
+
+    def set_parent_death_signal() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the parent died before the signal was set
+            os._exit(1)
+
+    return set_parent_death_signal
 
 
 def free_port() -> int:
@@ -79,6 +97,7 @@ class EmbeddedBroker:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C reaches us; we stop the broker ourselves
+                preexec_fn=_dies_with(os.getpid()),
             )
         try:
             wait_for_port(self.port, timeout, self._process)

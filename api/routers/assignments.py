@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import numpy as np
@@ -13,9 +14,10 @@ from api.auth import authorize
 from api.deps import Assigner, StateDep
 from api.schemas import BatchAssignmentsIn, BatchAssignmentsOut
 from api.state import AssignmentPlan, CatalogSnapshot
+from api.strict_json import StrictJsonRoute
 from stats.assignment import assign_many, choose_variant, hash_unit
 
-router = APIRouter(prefix="/v1", tags=["assignments"])
+router = APIRouter(prefix="/v1", tags=["assignments"], route_class=StrictJsonRoute)
 
 
 def _plans(snapshot: CatalogSnapshot, key: str | None) -> list[AssignmentPlan]:
@@ -83,7 +85,7 @@ async def get_assignments(request: Request) -> Response:
     handling (dependencies, parameter and response models) costs more than the assignment. The
     same auth check is called directly; its OpenAPI entry is added by api.app."""
     request.scope["route"] = assignments_route  # FastAPI's router labels only its own routes
-    await authorize(request, "assign")
+    authorize(request, "assign")
     user_id = _query(request, "user_id", 256, required=True)
     experiment = _query(request, "experiment", 128, required=False)
     assert user_id is not None
@@ -124,21 +126,26 @@ async def batch_assignments(
     if any(not 0 < len(u) <= 256 for u in body.user_ids):
         raise HTTPException(422, "user_ids: every user id must be 1 to 256 characters")
     snapshot = await state.current_catalog()
-    per_user: list[list[dict[str, Any]]] = [[] for _ in body.user_ids]
-    for plan in _plans(snapshot, body.experiment):
+    plans = _plans(snapshot, body.experiment)
+    # Up to 1,000 users × every running experiment: hashed and encoded off the event loop.
+    encoded = await asyncio.to_thread(_batch, plans, body.user_ids)
+    return Response(encoded, media_type="application/json")
+
+
+def _batch(plans: list[AssignmentPlan], user_ids: list[str]) -> bytes:
+    per_user: list[list[dict[str, Any]]] = [[] for _ in user_ids]
+    for plan in plans:
         e = plan.experiment
         indices = (
-            np.full(len(body.user_ids), -1)
+            np.full(len(user_ids), -1)
             if plan.held
-            else assign_many(
-                body.user_ids, e.hashing_seed, plan.weights, e.coverage, e.hash_version
-            )
+            else assign_many(user_ids, e.hashing_seed, plan.weights, e.coverage, e.hash_version)
         )
         for row, index in enumerate(indices.tolist()):
             per_user[row].append(_result(plan, index))
     payload = {
         "assignments": [
-            {"user_id": u, "assignments": a} for u, a in zip(body.user_ids, per_user, strict=True)
+            {"user_id": u, "assignments": a} for u, a in zip(user_ids, per_user, strict=True)
         ]
     }
-    return Response(orjson.dumps(payload), media_type="application/json")
+    return orjson.dumps(payload)

@@ -11,9 +11,10 @@ from fastapi import APIRouter, Header, HTTPException, Response
 from api import catalog_service as service
 from api.deps import Admin, Reader, SessionDep, StateDep, Writer
 from api.schemas import ExperimentPublic, ExperimentUpdate, FlagPublic, FlagUpdate, RollbackIn
+from api.strict_json import StrictJsonRoute
 from config.catalog import Experiment, Flag
 
-router = APIRouter(prefix="/v1", tags=["experiments and flags"])
+router = APIRouter(prefix="/v1", tags=["experiments and flags"], route_class=StrictJsonRoute)
 IfMatch = Annotated[
     str | None,
     Header(description="The ETag of the version this change is based on: 412 when it is stale"),

@@ -12,11 +12,12 @@ from fastapi import APIRouter, HTTPException
 from api.deps import Ingester, StateDep
 from api.schemas import EventsIn, EventsOut, RejectedEvent
 from api.state import BrokerUnavailableError
+from api.strict_json import StrictJsonRoute
 from pipelines.events import MAX_EVENT_BYTES, InvalidEvent, validate_event
 from pipelines.producer import send_envelopes
 from pipelines.topics import Topics
 
-router = APIRouter(prefix="/v1", tags=["events"])
+router = APIRouter(prefix="/v1", tags=["events"], route_class=StrictJsonRoute)
 RETRY_AFTER_SECONDS = "5"
 SEND_TIMEOUT_SECONDS = 15.0
 

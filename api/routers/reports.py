@@ -12,6 +12,7 @@ from api.catalog_service import flag_public
 from api.deps import Analyst, Reader, SessionDep, StateDep
 from api.schemas import Report, WindowPoint
 from api.state import ApiState
+from api.strict_json import StrictJsonRoute
 from config.catalog import Experiment
 from sinks.sql.alerts import list_alerts
 from sinks.sql.audit import as_utc, list_audit
@@ -20,7 +21,7 @@ from sinks.sql.results import guardrail_states, last_look, latest_results, srm_s
 from sinks.sql.store import counter_totals, window_rows
 from stats.sufficient import STATISTICS, ArmStats, mean_and_variance
 
-router = APIRouter(prefix="/v1", tags=["reports"])
+router = APIRouter(prefix="/v1", tags=["reports"], route_class=StrictJsonRoute)
 Since = Annotated[datetime | None, Query(description="ISO 8601; only entries at or after it")]
 
 

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from sinks.sql.audit import audit
 from sinks.sql.models import ApiKeyRow
 
 ROLES = ("sdk", "viewer", "analyst", "developer", "admin")
@@ -21,21 +22,29 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create_api_key(engine: Engine, role: str, name: str) -> str:
-    """A new key of ``role``; the returned token is the only copy of the secret."""
+def create_api_key(engine: Engine, role: str, name: str, actor: str = "cli") -> str:
+    """A new key of ``role``, audited as made by ``actor``; the returned token is the only copy
+    of the secret."""
     if role not in ROLES:
         raise ValueError(f"role {role!r} is not one of {', '.join(ROLES)}")
     key_id = secrets.token_hex(6)
     token = f"{PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
+    now = datetime.now(UTC)
     with Session(engine) as session, session.begin():
         session.add(
             ApiKeyRow(
-                key_id=key_id,
-                name=name,
-                role=role,
-                secret_sha256=_digest(token),
-                created_at=datetime.now(UTC),
+                key_id=key_id, name=name, role=role, secret_sha256=_digest(token), created_at=now
             )
+        )
+        audit(
+            session,
+            at=now,
+            actor=actor,
+            action="key.create",
+            entity_type="key",
+            entity_key=key_id,
+            before=None,
+            after={"role": role, "name": name},
         )
     return token
 
@@ -54,10 +63,21 @@ def resolve_api_key(engine: Engine, token: str) -> tuple[str, str] | None:
         return row.key_id, row.role
 
 
-def revoke_api_key(engine: Engine, key_id: str) -> bool:
+def revoke_api_key(engine: Engine, key_id: str, actor: str = "cli") -> bool:
+    """Revoke an active key, audited as done by ``actor``; False when there is none."""
     with Session(engine) as session, session.begin():
         row = session.get(ApiKeyRow, key_id)
         if row is None or row.revoked_at is not None:
             return False
         row.revoked_at = datetime.now(UTC)
+        audit(
+            session,
+            at=row.revoked_at,
+            actor=actor,
+            action="key.revoke",
+            entity_type="key",
+            entity_key=key_id,
+            before={"role": row.role, "name": row.name},
+            after=None,
+        )
         return True

@@ -139,4 +139,25 @@ def _bad_lines(rng: random.Random) -> list[tuple[str, str]]:
         bad.append(("unknown_metric", json.dumps(event(metric="clicks"))))
     for _ in range(5):
         bad.append(("too_large", json.dumps(event(padding="x" * 70_000))))
+    # Poison pills: valid types, values that once overflowed a window start or a sum of squares.
+    for _ in range(10):
+        for ts in (1e300, -1e300, 1e18):
+            bad.append(("ts_out_of_range", json.dumps(event(ts=ts))))
+            bad.append(
+                (
+                    "ts_out_of_range",
+                    json.dumps(
+                        event(
+                            ts=ts,
+                            type="exposure",
+                            metric=None,
+                            value=None,
+                            experiment="exp-a",
+                            variant="control",
+                        )
+                    ),
+                )
+            )
+        for value in (1e300, -1e300, 1e200):
+            bad.append(("value_out_of_range", json.dumps(event(value=value))))
     return bad
