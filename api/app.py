@@ -9,9 +9,12 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
+from swagger_ui_bundle import swagger_ui_path
 
 from api.auth import SECURITY_SCHEME, Authentication
 from api.metrics import MetricsAndLimits, store_families
@@ -37,12 +40,26 @@ def create_app(settings: Settings, engine: Engine, bootstrap: str) -> FastAPI:
         await state.close()
 
     app = FastAPI(
+        docs_url=None,  # served below from the API's own copy of Swagger UI
+        redoc_url=None,
         title="xpstream",
         version="0.1.0",
         summary="Assignments, event ingest, experiments, flags, reports and alerts.",
         lifespan=lifespan,
     )
     app.state.xp = state
+    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="xpstream API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon-32x32.png",
+        )
+
     app.router.routes.append(assignments.assignments_route)
     for module in (assignments, events, catalog, reports, ops):
         app.include_router(module.router)

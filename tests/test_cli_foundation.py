@@ -65,3 +65,11 @@ def test_demo_runs_the_three_experiments(tmp_path: Path) -> None:
     ):
         assert int(control) + int(treatment) == 20_000
     assert "<svg" in report.read_text()
+
+
+def test_migrate_never_prints_the_database_password(postgres_database: str) -> None:
+    with_password = postgres_database.replace("postgres@", "postgres:s3cret-pw@", 1)
+    result = run("migrate", env={"XPSTREAM_DATABASE_URL": with_password})
+    assert result.returncode == 0, result.stderr
+    assert "s3cret-pw" not in result.stdout + result.stderr
+    assert "***" in result.stdout

@@ -118,3 +118,11 @@ def test_a_developer_may_switch_a_flag_off_and_it_is_audited(
     assert assignment["reason"] == "flag_disabled" and assignment["in_experiment"] is False
     audit = client.get("/v1/audit", headers=auth(keys["admin"])).json()
     assert audit[0]["action"] == "flag.update" and audit[0]["after"]["enabled"] is False
+
+
+def test_docs_are_served_by_the_api_itself(client: TestClient) -> None:
+    page = client.get("/docs")
+    assert page.status_code == 200
+    assert "/docs-assets/swagger-ui-bundle.js" in page.text and "cdn" not in page.text.lower()
+    script = client.get("/docs-assets/swagger-ui-bundle.js")
+    assert script.status_code == 200 and len(script.content) > 100_000
