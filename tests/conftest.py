@@ -139,8 +139,24 @@ def _live_children(parent: int) -> list[str]:
     return children
 
 
+def _brokers() -> set[int]:
+    """Embedded brokers running on the machine, whoever their parent is now."""
+    found = set()
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if b"tansu" in cmdline.read_bytes().split(b"\0")[0]:
+                found.add(int(cmdline.parent.name))
+        except OSError:
+            continue
+    return found
+
+
+BROKERS_BEFORE: set[int] = set()
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Python imports a compiled module over its source: stop when one is older than it."""
+    BROKERS_BEFORE.update(_brokers())
     root = Path(__file__).resolve().parent.parent
     for extension in root.glob("pipelines/*.so"):
         source = extension.with_name(extension.name.split(".")[0] + ".py")
@@ -151,6 +167,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Fail the run if a service a test started outlives the session."""
     leftovers = _live_children(os.getpid())
+    # A broker whose command was SIGKILLed is re-parented: look for every one started since.
+    leftovers += [f"embedded broker, pid {pid}" for pid in sorted(_brokers() - BROKERS_BEFORE)]
     if leftovers:
         print("\nprocesses left running by the tests:\n  " + "\n  ".join(leftovers))
         session.exitstatus = 1

@@ -168,3 +168,17 @@ def test_the_embedded_broker_dies_with_a_sigkilled_command(tmp_path: Path, comma
     while any(alive(pid) for pid in brokers) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(alive(pid) for pid in brokers), "the broker outlived its command"
+
+
+def test_an_anonymous_body_is_refused_before_it_is_read(
+    api: tuple[subprocess.Popen[bytes], int],
+) -> None:
+    """Headers promise a 1 MB body that never comes: the answer must not wait for it."""
+    _, port = api
+    with socket.create_connection((HOST, port), timeout=10) as conn:
+        conn.sendall(
+            b"POST /v1/events HTTP/1.1\r\nHost: h\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000000\r\n\r\n"
+        )
+        answer = conn.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 401"), answer[:80]
