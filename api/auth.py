@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 Permission = Literal["assign", "ingest", "read", "analyse", "write", "admin"]
 
 PERMISSIONS: dict[str, frozenset[str]] = {
+    "client": frozenset(),  # public: reads only the SDK payload (/api/features, /sub)
     "sdk": frozenset({"assign", "ingest"}),
     "viewer": frozenset({"read"}),
     "analyst": frozenset({"read", "analyse"}),
@@ -52,6 +53,7 @@ SECURITY_SCHEME = {
 class Caller:
     key_id: str
     role: str
+    payload_key: str | None = None  # a client key's payload encryption key
 
     @property
     def actor(self) -> str:

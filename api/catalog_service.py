@@ -60,8 +60,10 @@ def experiments_public(session: Session) -> list[ExperimentPublic]:
 def flag_public(row: FlagRow) -> FlagPublic:
     return FlagPublic(
         key=row.key,
+        type=row.type,
+        default=row.default_value,
         enabled=row.enabled,
-        rollout=row.rollout,
+        rules=row.rules,
         rolled_back=row.rolled_back_at is not None,
         rolled_back_at=as_utc(row.rolled_back_at).isoformat() if row.rolled_back_at else None,
         rollback_reason=row.rollback_reason,

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from config.catalog import Experiment, Guardrail, Variant
+from config.catalog import MAX_RULES, Experiment, FlagType, Guardrail, Variant
 
 UserId = Field(min_length=1, max_length=256)
 
@@ -57,8 +57,10 @@ class EventsOut(BaseModel):
 
 class FlagPublic(BaseModel):
     key: str
+    type: str
+    default: Any
     enabled: bool
-    rollout: float
+    rules: list[dict[str, Any]]
     rolled_back: bool
     rolled_back_at: str | None
     rollback_reason: str | None
@@ -71,8 +73,10 @@ class FlagUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     key: str | None = None  # may be given; must then be the path's
+    type: FlagType | None = None
+    default: Any = None
     enabled: bool | None = None
-    rollout: float | None = Field(default=None, ge=0, le=1)
+    rules: list[dict[str, Any]] | None = Field(default=None, max_length=MAX_RULES)
 
 
 class ExperimentPublic(Experiment):
@@ -105,7 +109,7 @@ class RollbackIn(BaseModel):
 class KeyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    role: Literal["sdk", "viewer", "analyst", "developer", "admin"]
+    role: Literal["client", "sdk", "viewer", "analyst", "developer", "admin"]
     name: str = Field(default="", max_length=128)
 
 
@@ -135,3 +139,43 @@ class WindowPoint(BaseModel):
     mean: float | None
     variance: float | None
     sums: dict[str, float]
+
+
+class EvaluateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: str = Field(min_length=1, max_length=256)
+    attributes: dict[str, Any] = Field(default_factory=dict, max_length=1000)
+    flags: list[str] | None = Field(default=None, max_length=1000)  # default: every flag
+
+
+class EvaluateItem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: str = Field(min_length=1, max_length=256)
+    attributes: dict[str, Any] = Field(default_factory=dict, max_length=1000)
+
+
+class EvaluateBatchIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[EvaluateItem] = Field(min_length=1, max_length=1000)
+    flags: list[str] | None = Field(default=None, max_length=1000)
+
+
+class FlagValueOut(BaseModel):
+    value: Any
+    source: str  # rule | experiment | rollout | default | disabled | rolled_back
+    rule_id: str | None
+    experiment: str | None
+    variant: str | None
+    in_experiment: bool
+
+
+class UserFlags(BaseModel):
+    user_id: str
+    flags: dict[str, FlagValueOut]
+
+
+class EvaluateBatchOut(BaseModel):
+    results: list[UserFlags]

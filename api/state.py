@@ -6,6 +6,8 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -17,8 +19,9 @@ from api.metrics import ApiMetrics
 from config.catalog import Catalog, Experiment
 from config.settings import Settings
 from pipelines.events import CatalogIndex, EventBounds
-from sinks.sql.models import FlagRow
-from sinks.sql.store import load_catalog
+from sinks.sql.audit import as_utc
+from sinks.sql.models import CatalogStateRow, FlagRow
+from sinks.sql.store import read_catalog
 from stats.assignment import bucket_ranges, fnv1a32
 
 log = logging.getLogger(__name__)
@@ -47,18 +50,27 @@ class CatalogSnapshot:
     running: tuple[Experiment, ...]
     taken_at: float
     plans: dict[str, AssignmentPlan]
+    flag_held: dict[str, Literal["disabled", "rolled_back"]]  # flags serving their default
+    version: int  # the catalog's version: every change bumps it
+    updated_at: datetime
 
     @classmethod
     def read(cls, engine: Engine, bounds: EventBounds) -> CatalogSnapshot:
-        catalog = load_catalog(engine)
         with Session(engine) as session:
+            state = session.get_one(CatalogStateRow, 1)
+            version, updated_at = state.version, as_utc(state.updated_at)
+            catalog = read_catalog(session)
             flags = session.execute(
                 select(FlagRow.key, FlagRow.enabled, FlagRow.rolled_back_at)
             ).all()
-        serving_control = {  # flag → why it serves control to everyone
-            key: "flag_rolled_back" if back is not None else "flag_disabled"
+        flag_held: dict[str, Literal["disabled", "rolled_back"]] = {
+            key: "rolled_back" if back is not None else "disabled"
             for key, on, back in flags
             if not on or back is not None
+        }
+        serving_control = {  # flag → why its experiments serve control to everyone
+            key: f"flag_{'rolled_back' if held == 'rolled_back' else 'disabled'}"
+            for key, held in flag_held.items()
         }
         plans = {}
         for e in catalog.experiments:
@@ -74,6 +86,9 @@ class CatalogSnapshot:
             index=CatalogIndex.of(catalog, bounds),
             running=tuple(e for e in catalog.experiments if e.status == "running"),
             taken_at=time.monotonic(),
+            flag_held=flag_held,
+            version=version,
+            updated_at=updated_at,
         )
 
 

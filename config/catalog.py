@@ -3,15 +3,30 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from config.conditions import condition_errors
 
 MetricKind = Literal["sum", "count", "conversion", "ratio"]
 KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 MAX_VARIANTS = 100
+MAX_RULES = 100
+MAX_VALUE_BYTES = 16 * 1024
 MAX_METRICS_PER_EXPERIMENT = 100
 MAX_MIN_USERS = 10**9
 WEIGHT_TOLERANCE = 0.01  # as GrowthBook; a catalog whose weights miss 1 by more is refused
@@ -45,12 +60,111 @@ class Metric(BaseModel):
         return self
 
 
+FlagType = Literal["boolean", "string", "number", "json"]
+RULE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+ZERO_VALUES: dict[str, Any] = {"boolean": False, "string": "", "number": 0, "json": None}
+
+
+def value_error(flag_type: str, value: Any) -> str | None:
+    """Why ``value`` cannot be served by a flag of ``flag_type``; None when it can."""
+    if flag_type == "boolean" and not isinstance(value, bool):
+        return f"a boolean flag serves true or false, not {value!r:.40}"
+    if flag_type == "string" and not isinstance(value, str):
+        return f"a string flag serves strings, not {value!r:.40}"
+    if flag_type == "number" and (
+        isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value)
+    ):
+        return f"a number flag serves finite numbers, not {value!r:.40}"
+    if len(json.dumps(value, default=str)) > MAX_VALUE_BYTES:
+        return f"a value is at most {MAX_VALUE_BYTES} bytes of JSON"
+    return None
+
+
+class ForceRule(BaseModel):
+    """Serves ``value`` where ``condition`` holds and, with ``rollout``, to the users whose hash
+    (version 2, seed the flag key, of ``hash_attribute``) lies in ``[0, rollout)``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=RULE_ID_PATTERN)
+    condition: dict[str, Any] | None = None
+    value: Any
+    rollout: float | None = Field(default=None, ge=0, le=1)
+    hash_attribute: str = Field(default="id", min_length=1, max_length=128)
+
+
+class ExperimentRule(BaseModel):
+    """Serves the value of the user's variant of a running ``experiment``; a user outside its
+    coverage falls through to the next rule."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=RULE_ID_PATTERN)
+    experiment: str = Field(pattern=KEY_PATTERN)
+    condition: dict[str, Any] | None = None
+
+
+def _rule_kind(rule: Any) -> str:
+    if isinstance(rule, ExperimentRule) or (isinstance(rule, dict) and "experiment" in rule):
+        return "experiment"
+    return "force"
+
+
+Rule = Annotated[
+    Annotated[ForceRule, Tag("force")] | Annotated[ExperimentRule, Tag("experiment")],
+    Discriminator(_rule_kind),
+]
+
+
 class Flag(BaseModel):
+    """A value apps ask for at run time. ``default`` is served when the flag is off, rolled back,
+    or no rule applies; ``rules`` are tried in order (docs/design.md §16). The older form
+    ``{key, enabled, rollout}`` still loads, as a boolean flag whose default is true."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     key: str = Field(pattern=KEY_PATTERN)
+    type: FlagType = "boolean"
+    default: Any = None
     enabled: bool = True
-    rollout: float = Field(default=1.0, ge=0, le=1)
+    rules: tuple[Rule, ...] = Field(default=(), max_length=MAX_RULES)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _older_form(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        rollout = data.pop("rollout", None)  # never applied before flags had rules: dropped
+        if rollout is not None and not (
+            isinstance(rollout, int | float) and not isinstance(rollout, bool) and 0 <= rollout <= 1
+        ):
+            raise ValueError("rollout: a number from 0 to 1 (the older flag form)")
+        if "type" not in data and "default" not in data:
+            data["default"] = True  # the older form: a boolean flag, on unless disabled
+        elif "default" not in data:
+            data["default"] = ZERO_VALUES.get(str(data.get("type")))
+        return data
+
+    @model_validator(mode="after")
+    def _values(self) -> Flag:
+        problem = value_error(self.type, self.default)
+        if problem:
+            raise ValueError(f"default: {problem}")
+        ids = [rule.id for rule in self.rules]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise ValueError(f"rules: rule ids used twice: {duplicates}")
+        for index, rule in enumerate(self.rules):
+            if isinstance(rule, ForceRule):
+                problem = (
+                    "a rule serves a value (null is none)"
+                    if rule.value is None
+                    else value_error(self.type, rule.value)
+                )
+                if problem:
+                    raise ValueError(f"rules.{index}.value: {problem}")
+        return self
 
 
 class Variant(BaseModel):
@@ -58,6 +172,7 @@ class Variant(BaseModel):
 
     key: str = Field(pattern=KEY_PATTERN)
     weight: float = Field(ge=0, le=1)
+    value: Any = None  # what the experiment's flag serves in this arm (docs/design.md §16)
 
 
 class Guardrail(BaseModel):
@@ -124,6 +239,18 @@ class Catalog(BaseModel):
     metrics: tuple[Metric, ...] = Field(default=(), max_length=1000)
     flags: tuple[Flag, ...] = Field(default=(), max_length=10_000)
     experiments: tuple[Experiment, ...] = Field(default=(), max_length=10_000)
+    # Saved groups for $inGroup/$notInGroup: id → the attribute values in the group.
+    saved_groups: dict[str, list[Any]] = Field(default_factory=dict, max_length=1000)
+
+    @field_validator("saved_groups")
+    @classmethod
+    def _groups(cls, groups: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for key, values in groups.items():
+            if not re.fullmatch(KEY_PATTERN, key):
+                raise ValueError(f"saved_groups.{key}: a group id matches {KEY_PATTERN}")
+            if len(values) > 100_000:
+                raise ValueError(f"saved_groups.{key}: at most 100,000 values")
+        return groups
 
     @model_validator(mode="after")
     def _references(self) -> Catalog:
@@ -158,7 +285,48 @@ class Catalog(BaseModel):
                         f"experiments.{i}.guardrails.{j}.metric: unknown metric "
                         f"{guardrail.metric!r}"
                     )
+        problems = self._flag_problems()
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
+
+    def _flag_problems(self) -> list[str]:
+        """Rules against the rest of the catalog: conditions, experiments and their values."""
+        problems: list[str] = []
+        experiments = {e.key: e for e in self.experiments}
+        flag_keys = {f.key for f in self.flags}
+        for i, flag in enumerate(self.flags):
+            for j, rule in enumerate(flag.rules):
+                where = f"flags.{i}.rules.{j}"
+                if rule.condition is not None:
+                    problems += condition_errors(
+                        rule.condition, f"{where}.condition", self.saved_groups
+                    )
+                if not isinstance(rule, ExperimentRule):
+                    continue
+                experiment = experiments.get(rule.experiment)
+                if experiment is None:
+                    problems.append(f"{where}.experiment: unknown experiment {rule.experiment!r}")
+                    continue
+                for k, variant in enumerate(experiment.variants):
+                    problem = (
+                        "has no value"
+                        if variant.value is None and flag.type != "json"
+                        else value_error(flag.type, variant.value)
+                    )
+                    if problem:
+                        problems.append(
+                            f"{where}.experiment: {rule.experiment!r} variant {variant.key!r} "
+                            f"(experiments.{list(experiments).index(rule.experiment)}.variants."
+                            f"{k}.value) {problem}"
+                        )
+        for i, experiment in enumerate(self.experiments):
+            if experiment.flag is None and experiment.key in flag_keys:
+                problems.append(
+                    f"experiments.{i}.key: {experiment.key!r} is also a flag's key; an experiment "
+                    "without a flag is served to SDKs as a feature of that key"
+                )
+        return problems
 
     def metric(self, key: str) -> Metric:
         return next(m for m in self.metrics if m.key == key)

@@ -339,17 +339,28 @@ app.add_typer(keys_app, name="keys")
 
 @keys_app.command("create")
 def keys_create(
-    role: str = typer.Option(..., help="sdk, viewer, analyst, developer or admin."),
+    role: str = typer.Option(..., help="client, sdk, viewer, analyst, developer or admin."),
     name: str = typer.Option("", help="What the key is for."),
+    encrypt: bool = typer.Option(
+        False, "--encrypt", help="client keys: serve the SDK payload encrypted."
+    ),
 ) -> None:
-    """A new API key, printed once on its own last line (only its hash is stored)."""
+    """A new API key, printed once on its own last line (only its hash is stored). A client
+    key (public: it reads only the SDK payload) made with --encrypt also prints, on the line
+    before, the decryption key its SDKs need."""
+    from api.sdk_payload import new_encryption_key
     from sinks.sql.keys import ROLES, create_api_key
 
     if role not in ROLES:
         fail(f"--role: {role!r} is not one of {', '.join(ROLES)}")
+    if encrypt and role != "client":
+        fail("--encrypt: only client keys have an encrypted payload")
+    payload_key = new_encryption_key() if encrypt else None
     with database(settings_or_exit()) as engine:
-        token = create_api_key(engine, role, name)
+        token = create_api_key(engine, role, name, payload_key=payload_key)
     err_console.print(f"created a {role} key; it is shown once:")
+    if payload_key is not None:
+        sys.stdout.write(f"decryption key: {payload_key}\n")
     sys.stdout.write(token + "\n")
 
 

@@ -115,8 +115,8 @@ def update_flag(
 ) -> FlagPublic:
     """Changes the fields given; the rest keep their value."""
     changes = _changes(key, body)
-    if any(value is None for value in changes.values()):
-        raise HTTPException(422, "a field given to change may not be null")
+    if any(value is None for name, value in changes.items() if name != "default"):
+        raise HTTPException(422, "a field given to change may not be null (but a json default)")
     flag = service.update_flag(state.engine, caller, key, changes, if_match)
     state.catalog_changed()
     _tagged(response, flag.version)

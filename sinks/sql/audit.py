@@ -43,8 +43,10 @@ def audit(
 
 def flag_state(flag: FlagRow) -> dict[str, Any]:
     return {
+        "type": flag.type,
+        "default": flag.default_value,
         "enabled": flag.enabled,
-        "rollout": flag.rollout,
+        "rules": flag.rules,
         "rolled_back_at": flag.rolled_back_at.isoformat() if flag.rolled_back_at else None,
         "rollback_reason": flag.rollback_reason,
     }

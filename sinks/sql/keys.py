@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from sinks.sql.audit import audit
 from sinks.sql.models import ApiKeyRow
 
-ROLES = ("sdk", "viewer", "analyst", "developer", "admin")
+ROLES = ("client", "sdk", "viewer", "analyst", "developer", "admin")
 PREFIX = "xps_"
 
 
@@ -22,9 +22,11 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create_api_key(engine: Engine, role: str, name: str, actor: str = "cli") -> str:
+def create_api_key(
+    engine: Engine, role: str, name: str, actor: str = "cli", payload_key: str | None = None
+) -> str:
     """A new key of ``role``, audited as made by ``actor``; the returned token is the only copy
-    of the secret."""
+    of the secret. ``payload_key``: a client key whose SDK payload is served encrypted."""
     if role not in ROLES:
         raise ValueError(f"role {role!r} is not one of {', '.join(ROLES)}")
     key_id = secrets.token_hex(6)
@@ -33,7 +35,12 @@ def create_api_key(engine: Engine, role: str, name: str, actor: str = "cli") -> 
     with Session(engine) as session, session.begin():
         session.add(
             ApiKeyRow(
-                key_id=key_id, name=name, role=role, secret_sha256=_digest(token), created_at=now
+                key_id=key_id,
+                name=name,
+                role=role,
+                secret_sha256=_digest(token),
+                created_at=now,
+                payload_key=payload_key,
             )
         )
         audit(
@@ -44,13 +51,13 @@ def create_api_key(engine: Engine, role: str, name: str, actor: str = "cli") -> 
             entity_type="key",
             entity_key=key_id,
             before=None,
-            after={"role": role, "name": name},
+            after={"role": role, "name": name, "encrypted_payload": payload_key is not None},
         )
     return token
 
 
-def resolve_api_key(engine: Engine, token: str) -> tuple[str, str] | None:
-    """(key_id, role) of a valid, unrevoked key; None otherwise."""
+def resolve_api_key(engine: Engine, token: str) -> tuple[str, str, str | None] | None:
+    """(key_id, role, payload_key) of a valid, unrevoked key; None otherwise."""
     parts = token.removeprefix(PREFIX).split("_", 1)
     if not token.startswith(PREFIX) or len(parts) != 2:
         return None
@@ -60,7 +67,7 @@ def resolve_api_key(engine: Engine, token: str) -> tuple[str, str] | None:
         matches = hmac.compare_digest(_digest(token), expected)
         if row is None or not matches or row.revoked_at is not None:
             return None
-        return row.key_id, row.role
+        return row.key_id, row.role, row.payload_key
 
 
 def revoke_api_key(engine: Engine, key_id: str, actor: str = "cli") -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -38,11 +39,22 @@ class FlagRow(Base):
     __tablename__ = "flags"
 
     key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    type: Mapped[str] = mapped_column(String(16), default="boolean", server_default="boolean")
+    default_value: Mapped[Any] = mapped_column(JSON, nullable=True)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
-    rollout: Mapped[float] = mapped_column(Float, default=1.0)
+    rules: Mapped[list[Any]] = mapped_column(JSON, default=list)
     rolled_back_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     rollback_reason: Mapped[str | None] = mapped_column(String(1000))
     version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+
+
+class SavedGroupRow(Base):
+    """A saved group of attribute values, for the $inGroup/$notInGroup operators."""
+
+    __tablename__ = "saved_groups"
+
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    values: Mapped[list[Any]] = mapped_column(JSON, default=list)
 
 
 class CatalogStateRow(Base):
@@ -82,6 +94,7 @@ class VariantRow(Base):
     key: Mapped[str] = mapped_column(String(128), primary_key=True)
     weight: Mapped[float] = mapped_column(Float)
     position: Mapped[int] = mapped_column(Integer)
+    value: Mapped[Any] = mapped_column(JSON, nullable=True)  # what the flag serves in this arm
 
 
 class GuardrailRow(Base):
@@ -249,6 +262,8 @@ class ApiKeyRow(Base):
     name: Mapped[str] = mapped_column(String(128))
     role: Mapped[str] = mapped_column(String(16))
     secret_sha256: Mapped[str] = mapped_column(String(64))
+    # A client key's AES-128 key (base64) when its SDK payload is served encrypted.
+    payload_key: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 

@@ -19,6 +19,7 @@ from sinks.sql.models import (
     GuardrailRow,
     MetricRow,
     PartitionOffsetRow,
+    SavedGroupRow,
     SearchOutboxRow,
     VariantRow,
     WindowAggregateRow,
@@ -82,6 +83,7 @@ def write_catalog(session: Session, catalog: Catalog) -> None:
         write_flag(session, flag)
     for experiment in catalog.experiments:
         write_experiment(session, experiment)
+    write_saved_groups(session, catalog.saved_groups)
 
 
 def write_metric(session: Session, metric: Metric) -> None:
@@ -89,15 +91,23 @@ def write_metric(session: Session, metric: Metric) -> None:
 
 
 def write_flag(session: Session, flag: Flag) -> FlagRow:
-    existing = session.get(FlagRow, flag.key)
-    if existing is None:
-        existing = FlagRow(**flag.model_dump(), version=1)
-        session.add(existing)
-    else:  # keep a rollback in force: only a person restores a flag
-        existing.enabled, existing.rollout = flag.enabled, flag.rollout
-        existing.version += 1
+    """Insert or update; a rollback stays in force (only a person restores a flag)."""
+    row = session.get(FlagRow, flag.key)
+    if row is None:
+        row = FlagRow(key=flag.key, version=1)
+        session.add(row)
+    else:
+        row.version += 1
+    row.type, row.default_value, row.enabled = flag.type, flag.default, flag.enabled
+    row.rules = [rule.model_dump(mode="json", exclude_none=True) for rule in flag.rules]
     session.flush()
-    return existing
+    return row
+
+
+def write_saved_groups(session: Session, groups: dict[str, list[Any]]) -> None:
+    """The catalog's saved groups, replacing those stored."""
+    session.execute(delete(SavedGroupRow))
+    session.add_all(SavedGroupRow(key=key, values=values) for key, values in groups.items())
 
 
 def write_experiment(session: Session, experiment: Experiment) -> ExperimentRow:
@@ -120,7 +130,11 @@ def write_experiment(session: Session, experiment: Experiment) -> ExperimentRow:
     for position, variant in enumerate(experiment.variants):
         session.add(
             VariantRow(
-                experiment=experiment.key, key=variant.key, weight=variant.weight, position=position
+                experiment=experiment.key,
+                key=variant.key,
+                weight=variant.weight,
+                position=position,
+                value=variant.value,
             )
         )
     for guardrail in experiment.guardrails:
@@ -147,12 +161,14 @@ def read_catalog(session: Session) -> Catalog:
         for r in session.scalars(select(MetricRow).order_by(MetricRow.key))
     ]
     flags = [
-        Flag(key=r.key, enabled=r.enabled, rollout=r.rollout)
+        Flag(key=r.key, type=r.type, default=r.default_value, enabled=r.enabled, rules=r.rules)
         for r in session.scalars(select(FlagRow).order_by(FlagRow.key))
     ]
     variants: dict[str, list[Variant]] = {}
     for row in session.scalars(select(VariantRow).order_by(VariantRow.position)):
-        variants.setdefault(row.experiment, []).append(Variant(key=row.key, weight=row.weight))
+        variants.setdefault(row.experiment, []).append(
+            Variant(key=row.key, weight=row.weight, value=row.value)
+        )
     guardrails: dict[str, list[Guardrail]] = {}
     for g in session.scalars(select(GuardrailRow).order_by(GuardrailRow.metric)):
         guardrails.setdefault(g.experiment, []).append(
@@ -179,7 +195,13 @@ def read_catalog(session: Session) -> Catalog:
         )
         for r in session.scalars(select(ExperimentRow).order_by(ExperimentRow.key))
     ]
-    return Catalog(metrics=tuple(metrics), flags=tuple(flags), experiments=tuple(experiments))
+    groups = {row.key: row.values for row in session.scalars(select(SavedGroupRow))}
+    return Catalog(
+        metrics=tuple(metrics),
+        flags=tuple(flags),
+        experiments=tuple(experiments),
+        saved_groups=groups,
+    )
 
 
 def search_key(*parts: str) -> str:

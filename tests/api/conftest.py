@@ -3,11 +3,16 @@ and one key per role created the way `xpstream keys create` creates them."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+import uvicorn
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
@@ -77,3 +82,23 @@ def client(engine: Engine) -> Iterator[TestClient]:
 
 def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+@contextmanager
+def live_server(app: FastAPI) -> Iterator[str]:
+    """The app served by uvicorn, as `xpstream api` serves it, in a thread on a free loopback
+    port: real HTTP for clients that need it (SDKs, concurrent requests)."""
+    port = free_port()
+    config = uvicorn.Config(app, host=HOST, port=port, log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "the API did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://{HOST}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)

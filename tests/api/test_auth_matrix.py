@@ -44,7 +44,7 @@ ENDPOINTS: list[tuple[str, str, Any, str]] = [
     ("PUT", "/v1/experiments/checkout", lambda: CHECKOUT, "write"),
     ("POST", "/v1/experiments/banner-test/stop", None, "write"),
     ("POST", "/v1/flags", lambda: {"key": f"flag-{next(counter)}"}, "write"),
-    ("PUT", "/v1/flags/banner", {"key": "banner", "enabled": True, "rollout": 0.5}, "write"),
+    ("PUT", "/v1/flags/banner", {"key": "banner", "enabled": True}, "write"),
     ("POST", "/v1/flags/banner/rollback", {"reason": "test"}, "admin"),
     ("POST", "/v1/flags/banner/restore", None, "admin"),
     ("POST", "/v1/keys", {"role": "viewer", "name": "made by admin"}, "admin"),

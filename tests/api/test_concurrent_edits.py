@@ -5,7 +5,6 @@ and change nothing; edits of different entities never lose each other."""
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -13,7 +12,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy import Engine, func, select
 
 from api.app import create_app
@@ -24,7 +22,7 @@ from sinks.sql.keys import create_api_key
 from sinks.sql.migrate import upgrade_to_head
 from sinks.sql.models import AuditRow
 from sinks.sql.store import load_catalog, make_engine, save_catalog
-from tests.api.conftest import CATALOG, auth
+from tests.api.conftest import CATALOG, auth, live_server
 
 ROUNDS = 20
 
@@ -45,24 +43,8 @@ def api(database: str) -> Iterator[tuple[str, Engine, dict[str, str]]]:
     save_catalog(engine, parse_catalog(CATALOG))
     headers = auth(create_api_key(engine, "developer", "edits"))
     settings = Settings(database_url=database, namespace="edits", partitions=4)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings, engine, f"{HOST}:{free_port()}"),
-            host=HOST,
-            port=port,
-            log_level="warning",
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "the API did not start"
-        time.sleep(0.02)
-    yield f"http://{HOST}:{port}", engine, headers
-    server.should_exit = True
-    thread.join(10)
+    with live_server(create_app(settings, engine, f"{HOST}:{free_port()}")) as url:
+        yield url, engine, headers
     engine.dispose()
 
 
@@ -95,7 +77,7 @@ def test_same_if_match_one_wins_the_other_gets_412(
         etag = current.headers["ETag"]
         assert current.json()["version"] == int(etag.strip('"'))
         before = audit_rows(engine, "banner")
-        bodies = [{"rollout": 0.1 + round_number / 100}, {"rollout": 0.6 + round_number / 100}]
+        bodies = [{"default": round_number % 2 == 0}, {"default": round_number % 2 == 1}]
         responses = together(
             *(
                 lambda client, body=body, etag=etag: client.put(
@@ -110,7 +92,7 @@ def test_same_if_match_one_wins_the_other_gets_412(
         loser = next(r for r in responses if r.status_code == 412)
         assert "If-Match" in loser.json()["detail"]
         stored = httpx.get(f"{base}/v1/flags/banner", headers=headers).json()
-        assert stored["rollout"] == pytest.approx(winner["rollout"])
+        assert stored["default"] is winner["default"]
         assert audit_rows(engine, "banner") == before + 1
 
 

@@ -1,0 +1,42 @@
+"""What GrowthBook's SDKs fetch with a public client key: the features payload, and a stream
+of it on every change (docs/design.md §16)."""
+
+from __future__ import annotations
+
+import orjson
+from fastapi import APIRouter, Request, Response
+
+from api.auth import Caller
+from api.deps import StateDep
+from api.sdk_payload import payload
+from api.state import ApiState
+from api.strict_json import StrictJsonRoute
+
+router = APIRouter(tags=["sdk payload"], route_class=StrictJsonRoute)
+PUBLIC_HEADERS = {
+    "Access-Control-Allow-Origin": "*",  # browsers load it from any origin
+    "Access-Control-Expose-Headers": "ETag, x-sse-support",
+    "Cache-Control": "no-cache",  # revalidate with If-None-Match every time
+}
+
+
+async def client(state: ApiState, request: Request, client_key: str) -> Caller:
+    """The client key in the path (public: it reads nothing else); 401 otherwise."""
+    caller = await state.auth.caller(client_key)
+    if caller is None or caller.role != "client":
+        address = request.client.host if request.client else "unknown"
+        raise state.auth.refused(address, client_key, "unknown client key")
+    return caller
+
+
+@router.get("/api/features/{client_key}")
+async def features(client_key: str, request: Request, state: StateDep) -> Response:
+    """GrowthBook's SDK payload; ``If-None-Match`` of the current ``ETag`` gets 304."""
+    caller = await client(state, request, client_key)
+    snapshot = await state.current_catalog()
+    etag = f'"{snapshot.version}"'
+    headers = {**PUBLIC_HEADERS, "ETag": etag, "x-sse-support": "enabled"}
+    if etag in (request.headers.get("if-none-match") or ""):
+        return Response(status_code=304, headers=headers)
+    body = orjson.dumps(payload(snapshot, caller.payload_key))
+    return Response(body, media_type="application/json", headers=headers)
