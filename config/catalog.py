@@ -343,6 +343,9 @@ def parse_catalog(payload: Any) -> Catalog:
         for error in exc.errors():
             path = ".".join(str(part) for part in error["loc"])
             message = str(error["msg"]).removeprefix("Value error, ")
+            relative = re.match(r"([A-Za-z_][\w.$]*): (.*)", message, flags=re.DOTALL)
+            if path and relative and not relative[1].startswith(path):
+                path, message = f"{path}.{relative[1]}", relative[2]  # a model's own field
             problems.append(f"{path}: {message}" if path else message)
         raise CatalogError("; ".join(problems)) from None
 
