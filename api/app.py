@@ -17,6 +17,7 @@ from sqlalchemy import Engine
 from swagger_ui_bundle import swagger_ui_path
 
 from api.auth import SECURITY_SCHEME, Authentication
+from api.catalog_watch import CatalogWatch
 from api.metrics import MetricsAndLimits, store_families
 from api.routers import assignments, catalog, evaluation, events, ops, reports, sdk
 from api.state import ApiState
@@ -36,7 +37,9 @@ def create_app(settings: Settings, engine: Engine, bootstrap: str) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        app.state.watch = CatalogWatch(state)  # on the server's own event loop
         yield
+        await app.state.watch.stop()
         await state.close()
 
     app = FastAPI(

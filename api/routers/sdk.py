@@ -3,10 +3,14 @@ of it on every change (docs/design.md §16)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import orjson
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi.responses import StreamingResponse
 
 from api.auth import Caller
+from api.catalog_watch import MAX_SUBSCRIBERS
 from api.deps import StateDep
 from api.sdk_payload import payload
 from api.state import ApiState
@@ -40,3 +44,32 @@ async def features(client_key: str, request: Request, state: StateDep) -> Respon
         return Response(status_code=304, headers=headers)
     body = orjson.dumps(payload(snapshot, caller.payload_key))
     return Response(body, media_type="application/json", headers=headers)
+
+
+HEARTBEAT_SECONDS = 15.0  # a comment line keeps idle connections (and proxies) open
+
+
+@router.get("/sub/{client_key}")
+async def stream(client_key: str, request: Request, state: StateDep) -> Response:
+    """Server-sent events: a ``features`` event with the whole payload now and on every
+    change of the catalog, as GrowthBook's SDKs stream it."""
+    caller = await client(state, request, client_key)
+    watch = request.app.state.watch
+    if watch.subscribers >= MAX_SUBSCRIBERS:
+        raise HTTPException(503, "too many streaming subscribers", {"Retry-After": "30"})
+    watch.start()
+
+    async def events() -> AsyncIterator[bytes]:
+        watch.subscribers += 1
+        try:
+            while True:
+                snapshot = await state.current_catalog()
+                body = orjson.dumps(payload(snapshot, caller.payload_key))
+                yield b"event: features\ndata: " + body + b"\n\n"
+                while not await watch.wait(HEARTBEAT_SECONDS):
+                    yield b": heartbeat\n\n"
+        finally:
+            watch.subscribers -= 1
+
+    headers = {**PUBLIC_HEADERS, "X-Accel-Buffering": "no"}
+    return StreamingResponse(events(), media_type="text/event-stream", headers=headers)

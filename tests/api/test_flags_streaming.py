@@ -1,0 +1,125 @@
+"""A guardrail rollback made by the analyzer, in its own `xpstream run --only analyzer` process,
+reaches a GrowthBook SDK subscribed to the API's stream, which then serves the flag's default,
+within 2 s of the rollback's commit; the payload's dateUpdated moves with it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from growthbook import GrowthBook
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from api.app import create_app
+from config.catalog import parse_catalog
+from config.settings import Settings
+from pipelines.embedded_broker import HOST, free_port
+from sinks.sql.audit import as_utc
+from sinks.sql.keys import create_api_key
+from sinks.sql.migrate import upgrade_to_head
+from sinks.sql.models import FlagRow
+from sinks.sql.store import flush_partition_state, make_engine, save_catalog
+from stats.sufficient import STATISTICS
+from tests.api.conftest import live_server
+from tests.pipeline.conftest import XPSTREAM
+
+CATALOG: dict[str, Any] = {
+    "metrics": [{"key": "errors", "kind": "count"}],
+    "flags": [{"key": "banner", "default": False, "rules": [{"id": "test", "experiment": "b"}]}],
+    "experiments": [
+        {
+            "key": "b",
+            "flag": "banner",
+            "coverage": 1.0,
+            "control": "off",
+            "variants": [
+                {"key": "off", "weight": 0.5, "value": True},
+                {"key": "on", "weight": 0.5, "value": True},
+            ],
+            "guardrails": [{"metric": "errors", "bad_direction": "increase", "min_users": 100}],
+        }
+    ],
+}
+
+
+def breaching_windows() -> list[dict[str, Any]]:
+    """20,000 users per arm; 5% of control and 7% of treatment had an error (0/1 values): a
+    +40% regression, well inside what the always-valid test (τ = 0.05) decides on at once."""
+    rows = []
+    for variant, errors in (("off", 1000.0), ("on", 1400.0)):
+        stats = dict.fromkeys(STATISTICS, 0.0) | {"n": 20000.0, "sum": errors, "sum_sq": errors}
+        rows.append(
+            {
+                "experiment": "b",
+                "variant": variant,
+                "metric": "errors",
+                "window_start": 1_764_000_000,
+                "partition": 0,
+                "source_offset": 1,
+                **stats,
+            }
+        )
+    return rows
+
+
+@pytest.fixture()
+def api(tmp_path: Path) -> Iterator[tuple[str, str, Engine]]:
+    database = f"sqlite:///{tmp_path}/stream.db"
+    upgrade_to_head(database)
+    engine = make_engine(database)
+    save_catalog(engine, parse_catalog(CATALOG))
+    client_key = create_api_key(engine, "client", "web")
+    settings = Settings(database_url=database, namespace="stream", partitions=1)
+    with live_server(create_app(settings, engine, f"{HOST}:{free_port()}")) as url:
+        yield url, client_key, engine
+    engine.dispose()
+
+
+def test_an_analyzer_rollback_reaches_a_streaming_sdk_within_2_seconds(
+    api: tuple[str, str, Engine], tmp_path: Path
+) -> None:
+    url, client_key, engine = api
+    growthbook = GrowthBook(
+        api_host=url, client_key=client_key, streaming=True, attributes={"id": "u-1"}
+    )
+    growthbook.load_features()
+    assert growthbook.get_feature_value("banner", None) is True  # in the experiment
+    before = httpx.get(f"{url}/api/features/{client_key}").json()["dateUpdated"]
+    flush_partition_state(engine, breaching_windows(), [], [])
+    env = {
+        **os.environ,
+        "XPSTREAM_DATABASE_URL": str(engine.url),
+        "XPSTREAM_ANALYSIS_INTERVAL_SECONDS": "0.5",
+        "XPSTREAM_NAMESPACE": "stream",
+    }
+    env.pop("XPSTREAM_KAFKA_URL", None)  # the embedded broker, for the alert publisher
+    analyzer = subprocess.Popen(
+        [XPSTREAM, "run", "--only", "analyzer"], env=env, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while growthbook.get_feature_value("banner", None) is not False:
+            assert time.monotonic() < deadline, "the SDK never served the default"
+            assert analyzer.poll() is None, "the analyzer exited"
+            time.sleep(0.01)
+        served_at = datetime.now(UTC)
+    finally:
+        analyzer.terminate()
+        analyzer.wait(30)
+        growthbook.destroy()
+    with Session(engine) as session:
+        rolled_back_at = session.get_one(FlagRow, "banner").rolled_back_at
+    assert rolled_back_at is not None
+    delay = (served_at - as_utc(rolled_back_at)).total_seconds()
+    print(f"\nrollback committed → SDK serves the default: {delay:.2f} s")
+    assert delay < 2.0
+    after = httpx.get(f"{url}/api/features/{client_key}").json()
+    assert after["dateUpdated"] > before and after["features"]["banner"]["rules"] == []
