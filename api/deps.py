@@ -13,7 +13,8 @@ from api.auth import Caller, requires
 from api.state import ApiState
 
 
-def get_state(request: Request) -> ApiState:
+async def get_state(request: Request) -> ApiState:
+    """Async, so FastAPI does not hop to a worker thread to hand over a reference."""
     state: ApiState = request.app.state.xp
     return state
 

@@ -27,6 +27,17 @@ class FlagValue:
     variant: str | None = None
     in_experiment: bool = False
 
+    def as_json(self) -> dict[str, Any]:
+        """The response's shape (``dataclasses.asdict`` deep-copies values: 2x slower)."""
+        return {
+            "value": self.value,
+            "source": self.source,
+            "rule_id": self.rule_id,
+            "experiment": self.experiment,
+            "variant": self.variant,
+            "in_experiment": self.in_experiment,
+        }
+
 
 def hash_value(attributes: Mapping[str, Any], attribute: str) -> str:
     """The attribute's value as SDKs hash it (JavaScript's ``String()``); "" when missing."""

@@ -99,6 +99,10 @@ class ApiState:
     bootstrap: str
     metrics: ApiMetrics = field(default_factory=ApiMetrics)
     auth: Authenticator = field(init=False)
+    # The SDK payload's bytes per encryption key, for one snapshot (api.routers.sdk).
+    payloads: tuple[CatalogSnapshot | None, dict[str | None, bytes]] = field(
+        default_factory=lambda: (None, {})
+    )
     _snapshot: CatalogSnapshot | None = None
     _reading: asyncio.Future[CatalogSnapshot] | None = None
     _producer: AIOKafkaProducer | None = None

@@ -4,7 +4,6 @@ server exactly as GrowthBook's SDKs evaluate the payload (docs/design.md §16)."
 from __future__ import annotations
 
 import asyncio
-from dataclasses import asdict
 from typing import Any
 
 import orjson
@@ -33,7 +32,7 @@ def _flags(snapshot: CatalogSnapshot, keys: list[str] | None) -> list[Flag]:
 def _user(
     snapshot: CatalogSnapshot, flags: list[Flag], user_id: str, attributes: dict[str, Any]
 ) -> dict[str, Any]:
-    values = {flag.key: asdict(evaluate(snapshot, flag, user_id, attributes)) for flag in flags}
+    values = {flag.key: evaluate(snapshot, flag, user_id, attributes).as_json() for flag in flags}
     return {"user_id": user_id, "flags": values}
 
 

@@ -13,7 +13,7 @@ from api.auth import Caller
 from api.catalog_watch import MAX_SUBSCRIBERS
 from api.deps import StateDep
 from api.sdk_payload import payload
-from api.state import ApiState
+from api.state import ApiState, CatalogSnapshot
 from api.strict_json import StrictJsonRoute
 
 router = APIRouter(tags=["sdk payload"], route_class=StrictJsonRoute)
@@ -42,8 +42,21 @@ async def features(client_key: str, request: Request, state: StateDep) -> Respon
     headers = {**PUBLIC_HEADERS, "ETag": etag, "x-sse-support": "enabled"}
     if etag in (request.headers.get("if-none-match") or ""):
         return Response(status_code=304, headers=headers)
-    body = orjson.dumps(payload(snapshot, caller.payload_key))
-    return Response(body, media_type="application/json", headers=headers)
+    return Response(
+        encoded(state, snapshot, caller), media_type="application/json", headers=headers
+    )
+
+
+def encoded(state: ApiState, snapshot: CatalogSnapshot, caller: Caller) -> bytes:
+    """The payload's bytes, built once per snapshot and encryption key (not per request)."""
+    built_for, cache = state.payloads
+    if built_for is not snapshot:
+        cache = {}
+        state.payloads = (snapshot, cache)
+    body = cache.get(caller.payload_key)
+    if body is None:
+        body = cache[caller.payload_key] = orjson.dumps(payload(snapshot, caller.payload_key))
+    return body
 
 
 HEARTBEAT_SECONDS = 15.0  # a comment line keeps idle connections (and proxies) open
@@ -64,8 +77,7 @@ async def stream(client_key: str, request: Request, state: StateDep) -> Response
         try:
             while True:
                 snapshot = await state.current_catalog()
-                body = orjson.dumps(payload(snapshot, caller.payload_key))
-                yield b"event: features\ndata: " + body + b"\n\n"
+                yield b"event: features\ndata: " + encoded(state, snapshot, caller) + b"\n\n"
                 while not await watch.wait(HEARTBEAT_SECONDS):
                     yield b": heartbeat\n\n"
         finally:
