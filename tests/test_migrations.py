@@ -29,3 +29,25 @@ def test_migrations_match_the_models(
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
     assert catalog_version(engine) == 1
     engine.dispose()
+
+
+def test_flags_of_the_older_form_are_carried_over(tmp_path: Path) -> None:
+    """A database written before flags had values: its flags become boolean flags whose
+    default is true, with no rules (what they meant), and the catalog still loads."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from sinks.sql.migrate import alembic_config
+    from sinks.sql.store import load_catalog
+
+    url = f"sqlite:///{tmp_path}/old.db"
+    command.upgrade(alembic_config(url), "0006")
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO flags (key, enabled, rollout) VALUES ('old', 1, 0.3)"))
+        conn.execute(text("INSERT INTO flags (key, enabled, rollout) VALUES ('off', 0, 1.0)"))
+    upgrade_to_head(url)
+    flags = {flag.key: flag for flag in load_catalog(engine).flags}
+    assert (flags["old"].type, flags["old"].default, flags["old"].rules) == ("boolean", True, ())
+    assert flags["off"].enabled is False and flags["off"].default is True
+    engine.dispose()

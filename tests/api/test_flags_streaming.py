@@ -5,6 +5,7 @@ within 2 s of the rollback's commit; the payload's dateUpdated moves with it."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from api.app import create_app
 from config.catalog import parse_catalog
 from config.settings import Settings
 from pipelines.embedded_broker import HOST, free_port
-from sinks.sql.audit import as_utc
+from sinks.sql.audit import as_utc, rollback_flag
 from sinks.sql.keys import create_api_key
 from sinks.sql.migrate import upgrade_to_head
 from sinks.sql.models import FlagRow
@@ -123,3 +124,31 @@ def test_an_analyzer_rollback_reaches_a_streaming_sdk_within_2_seconds(
     assert delay < 2.0
     after = httpx.get(f"{url}/api/features/{client_key}").json()
     assert after["dateUpdated"] > before and after["features"]["banner"]["rules"] == []
+
+
+def test_subscribers_that_never_read_hold_up_nobody(api: tuple[str, str, Engine]) -> None:
+    """Fifty connections open the stream and never read a byte; an SDK subscribed beside them
+    still sees a rollback (made straight in the database, as another process would) at once."""
+    url, client_key, engine = api
+    host, port = url.removeprefix("http://").split(":")
+    idle = []
+    for _ in range(50):
+        conn = socket.create_connection((host, int(port)), timeout=10)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        conn.sendall(f"GET /sub/{client_key} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        idle.append(conn)
+    growthbook = GrowthBook(
+        api_host=url, client_key=client_key, streaming=True, attributes={"id": "u-1"}
+    )
+    try:
+        assert growthbook.get_feature_value("banner", None) is True
+        with Session(engine) as session, session.begin():
+            rollback_flag(session, "banner", reason="test", actor="test", at=datetime.now(UTC))
+        changed_at = time.monotonic()
+        while growthbook.get_feature_value("banner", None) is not False:
+            assert time.monotonic() - changed_at < 2.0, "the SDK waited behind idle subscribers"
+            time.sleep(0.01)
+    finally:
+        growthbook.destroy()
+        for conn in idle:
+            conn.close()
