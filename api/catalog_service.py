@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from api.auth import Caller
 from api.schemas import ExperimentPublic, FlagPublic
-from config.catalog import Catalog, CatalogError, Experiment, Flag, parse_catalog
+from config.catalog import CatalogError, Experiment, Flag, parse_catalog
 from sinks.sql.audit import as_utc, audit, restore_flag, rollback_flag
 from sinks.sql.models import ExperimentRow, FlagRow
 from sinks.sql.store import bump_catalog_version, read_catalog, write_experiment, write_flag
@@ -86,14 +86,7 @@ def flags_public(session: Session) -> list[FlagPublic]:
 
 
 def create_experiment(engine: Engine, caller: Caller, body: Experiment) -> ExperimentPublic:
-    def change(document: dict[str, Any], _catalog: Catalog) -> dict[str, Any]:
-        if any(e["key"] == body.key for e in document["experiments"]):
-            raise HTTPException(409, f"key: experiment {body.key!r} exists; PUT to change it")
-        after = body.model_dump(mode="json")
-        document["experiments"].append(after)
-        return after
-
-    _edit(engine, caller, "experiment", body.key, "experiment.create", None, change)
+    _create(engine, caller, "experiment", body)
     with Session(engine) as session:
         return experiment_public(session, body.key)
 
@@ -107,26 +100,13 @@ def update_experiment(
     verb: str = "update",
 ) -> ExperimentPublic:
     """``changes`` (fields of ``ExperimentUpdate``, JSON form) over the stored experiment."""
-
-    def change(document: dict[str, Any], catalog: Catalog) -> dict[str, Any]:
-        after = {**catalog.experiment(key).model_dump(mode="json"), **changes}
-        document["experiments"] = [after if e["key"] == key else e for e in document["experiments"]]
-        return after
-
-    _edit(engine, caller, "experiment", key, f"experiment.{verb}", if_match, change)
+    _update(engine, caller, "experiment", key, changes, if_match, verb)
     with Session(engine) as session:
         return experiment_public(session, key)
 
 
 def create_flag(engine: Engine, caller: Caller, body: Flag) -> FlagPublic:
-    def change(document: dict[str, Any], _catalog: Catalog) -> dict[str, Any]:
-        if any(f["key"] == body.key for f in document["flags"]):
-            raise HTTPException(409, f"key: flag {body.key!r} exists; PUT to change it")
-        after = body.model_dump(mode="json")
-        document["flags"].append(after)
-        return after
-
-    _edit(engine, caller, "flag", body.key, "flag.create", None, change)
+    _create(engine, caller, "flag", body)
     with Session(engine) as session:
         return flag_of(session, body.key)
 
@@ -134,15 +114,43 @@ def create_flag(engine: Engine, caller: Caller, body: Flag) -> FlagPublic:
 def update_flag(
     engine: Engine, caller: Caller, key: str, changes: dict[str, Any], if_match: str | None
 ) -> FlagPublic:
-    def change(document: dict[str, Any], catalog: Catalog) -> dict[str, Any]:
-        current = next(f for f in catalog.flags if f.key == key)
-        after = {**current.model_dump(mode="json"), **changes}
-        document["flags"] = [after if f["key"] == key else f for f in document["flags"]]
-        return after
-
-    _edit(engine, caller, "flag", key, "flag.update", if_match, change)
+    _update(engine, caller, "flag", key, changes, if_match, "update")
     with Session(engine) as session:
         return flag_of(session, key)
+
+
+def _create(
+    engine: Engine, caller: Caller, entity_type: EntityType, body: Experiment | Flag
+) -> None:
+    collection = f"{entity_type}s"
+
+    def change(document: dict[str, Any]) -> dict[str, Any]:
+        if any(item["key"] == body.key for item in document[collection]):
+            raise HTTPException(409, f"key: {entity_type} {body.key!r} exists; PUT to change it")
+        after = body.model_dump(mode="json")
+        document[collection].append(after)
+        return after
+
+    _edit(engine, caller, entity_type, body.key, f"{entity_type}.create", None, change)
+
+
+def _update(
+    engine: Engine,
+    caller: Caller,
+    entity_type: EntityType,
+    key: str,
+    changes: dict[str, Any],
+    if_match: str | None,
+    verb: str,
+) -> None:
+    collection = f"{entity_type}s"
+
+    def change(document: dict[str, Any]) -> dict[str, Any]:
+        after = {**next(item for item in document[collection] if item["key"] == key), **changes}
+        document[collection] = [after if i["key"] == key else i for i in document[collection]]
+        return after
+
+    _edit(engine, caller, entity_type, key, f"{entity_type}.{verb}", if_match, change)
 
 
 def set_rolled_back(
@@ -172,12 +180,13 @@ def _edit(
     key: str,
     action: str,
     if_match: str | None,
-    change: Callable[[dict[str, Any], Catalog], dict[str, Any]],
+    change: Callable[[dict[str, Any]], dict[str, Any]],
 ) -> None:
     """One catalog change: lock, read, check the version, change, validate, write, audit."""
     with Session(engine) as session, session.begin():
         bump_catalog_version(session)
         catalog = read_catalog(session)
+        document = catalog.model_dump(mode="json")
         before = None
         if not action.endswith(".create"):
             row: ExperimentRow | FlagRow | None = (
@@ -189,12 +198,8 @@ def _edit(
                 raise HTTPException(404, f"{entity_type}: unknown {entity_type} {key!r}")
             if not matches(if_match, row.version):
                 raise _stale(entity_type, key, row.version)
-            found = catalog.experiment(key) if entity_type == "experiment" else None
-            before = (found or next(f for f in catalog.flags if f.key == key)).model_dump(
-                mode="json"
-            )
-        document = catalog.model_dump(mode="json")
-        after = change(document, catalog)
+            before = next(i for i in document[f"{entity_type}s"] if i["key"] == key)
+        after = change(document)
         try:
             changed = parse_catalog(document)
         except CatalogError as exc:

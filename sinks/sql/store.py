@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, delete, event, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -90,14 +90,23 @@ def write_metric(session: Session, metric: Metric) -> None:
     session.merge(MetricRow(**metric.model_dump()))
 
 
-def write_flag(session: Session, flag: Flag) -> FlagRow:
-    """Insert or update; a rollback stays in force (only a person restores a flag)."""
-    row = session.get(FlagRow, flag.key)
+VersionedRow = TypeVar("VersionedRow", FlagRow, ExperimentRow)
+
+
+def _versioned(session: Session, model: type[VersionedRow], key: str) -> VersionedRow:
+    """The row of ``key``, new at version 1 or the stored one a version further."""
+    row = session.get(model, key)
     if row is None:
-        row = FlagRow(key=flag.key, version=1)
+        row = model(key=key, version=1)
         session.add(row)
     else:
         row.version += 1
+    return row
+
+
+def write_flag(session: Session, flag: Flag) -> FlagRow:
+    """Insert or update; a rollback stays in force (only a person restores a flag)."""
+    row = _versioned(session, FlagRow, flag.key)
     row.type, row.default_value, row.enabled = flag.type, flag.default, flag.enabled
     row.rules = [rule.model_dump(mode="json", exclude_none=True) for rule in flag.rules]
     session.flush()
@@ -111,12 +120,7 @@ def write_saved_groups(session: Session, groups: dict[str, list[Any]]) -> None:
 
 
 def write_experiment(session: Session, experiment: Experiment) -> ExperimentRow:
-    row = session.get(ExperimentRow, experiment.key)
-    if row is None:
-        row = ExperimentRow(key=experiment.key, version=1)
-        session.add(row)
-    else:
-        row.version += 1
+    row = _versioned(session, ExperimentRow, experiment.key)
     row.flag, row.seed, row.hash_version = experiment.flag, experiment.seed, experiment.hash_version
     row.coverage, row.control, row.status = (
         experiment.coverage,
