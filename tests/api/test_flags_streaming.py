@@ -15,7 +15,9 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from growthbook import GrowthBook
+from growthbook.growthbook import feature_repo
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
@@ -71,27 +73,47 @@ def breaching_windows() -> list[dict[str, Any]]:
     return rows
 
 
+@pytest.fixture(autouse=True)
+def fresh_sdk_stream() -> Iterator[None]:
+    """The growthbook SDK keeps one stream client per process (its module-level feature
+    repository) and reuses it for any later instance, even against another server: each test
+    starts without it."""
+    feature_repo.sse_client = None
+    yield
+    feature_repo.sse_client = None
+
+
+def wait_for_subscribers(app: FastAPI, count: int) -> None:
+    """Until ``count`` streams are open on the server (an SDK connects in the background)."""
+    deadline = time.monotonic() + 30
+    while getattr(app.state, "watch", None) is None or app.state.watch.subscribers < count:
+        assert time.monotonic() < deadline, "the streams never opened"
+        time.sleep(0.01)
+
+
 @pytest.fixture()
-def api(tmp_path: Path) -> Iterator[tuple[str, str, Engine]]:
+def api(tmp_path: Path) -> Iterator[tuple[str, str, Engine, FastAPI]]:
     database = f"sqlite:///{tmp_path}/stream.db"
     upgrade_to_head(database)
     engine = make_engine(database)
     save_catalog(engine, parse_catalog(CATALOG))
     client_key = create_api_key(engine, "client", "web")
     settings = Settings(database_url=database, namespace="stream", partitions=1)
-    with live_server(create_app(settings, engine, f"{HOST}:{free_port()}")) as url:
-        yield url, client_key, engine
+    app = create_app(settings, engine, f"{HOST}:{free_port()}")
+    with live_server(app) as url:
+        yield url, client_key, engine, app
     engine.dispose()
 
 
 def test_an_analyzer_rollback_reaches_a_streaming_sdk_within_2_seconds(
-    api: tuple[str, str, Engine], tmp_path: Path
+    api: tuple[str, str, Engine, FastAPI], tmp_path: Path
 ) -> None:
-    url, client_key, engine = api
+    url, client_key, engine, app = api
     growthbook = GrowthBook(
         api_host=url, client_key=client_key, streaming=True, attributes={"id": "u-1"}
     )
     growthbook.load_features()
+    wait_for_subscribers(app, 1)
     assert growthbook.get_feature_value("banner", None) is True  # in the experiment
     before = httpx.get(f"{url}/api/features/{client_key}").json()["dateUpdated"]
     flush_partition_state(engine, breaching_windows(), [], [])
@@ -126,10 +148,12 @@ def test_an_analyzer_rollback_reaches_a_streaming_sdk_within_2_seconds(
     assert after["dateUpdated"] > before and after["features"]["banner"]["rules"] == []
 
 
-def test_subscribers_that_never_read_hold_up_nobody(api: tuple[str, str, Engine]) -> None:
+def test_subscribers_that_never_read_hold_up_nobody(
+    api: tuple[str, str, Engine, FastAPI],
+) -> None:
     """Fifty connections open the stream and never read a byte; an SDK subscribed beside them
     still sees a rollback (made straight in the database, as another process would) at once."""
-    url, client_key, engine = api
+    url, client_key, engine, app = api
     host, port = url.removeprefix("http://").split(":")
     idle = []
     for _ in range(50):
@@ -142,6 +166,7 @@ def test_subscribers_that_never_read_hold_up_nobody(api: tuple[str, str, Engine]
     )
     try:
         assert growthbook.get_feature_value("banner", None) is True
+        wait_for_subscribers(app, 51)
         with Session(engine) as session, session.begin():
             rollback_flag(session, "banner", reason="test", actor="test", at=datetime.now(UTC))
         changed_at = time.monotonic()
