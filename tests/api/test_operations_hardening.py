@@ -7,7 +7,7 @@ import logging
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 
 from api.auth import FAILURES_ALLOWED
 from pipelines.embedded_broker import HOST, free_port
@@ -126,3 +126,23 @@ def test_docs_are_served_by_the_api_itself(client: TestClient) -> None:
     assert "/docs-assets/swagger-ui-bundle.js" in page.text and "cdn" not in page.text.lower()
     script = client.get("/docs-assets/swagger-ui-bundle.js")
     assert script.status_code == 200 and len(script.content) > 100_000
+
+
+def test_metrics_read_the_database_at_most_every_10_seconds(
+    client: TestClient, engine: Engine
+) -> None:
+    statements: list[str] = []
+
+    def count(*args: object) -> None:
+        statements.append(str(args[2]))
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        assert client.get("/metrics").status_code == 200
+        first = len(statements)
+        for _ in range(5):
+            assert client.get("/metrics").status_code == 200
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert first >= 4  # rollbacks, dead letters, alerts, search backlog
+    assert len(statements) == first  # the next scrapes: from the cached figures
