@@ -77,10 +77,6 @@ class ComparisonResult:
     expected_loss: float | None
     notes: tuple[str, ...] = ()
 
-    @property
-    def key(self) -> ComparisonKey:
-        return (self.experiment, self.metric, self.variant)
-
     def to_json(self) -> dict[str, Any]:
         """The JSON row of ``xpstream analyze`` (docs/design.md §11): intervals as lists."""
         row = {name: getattr(self, name) for name in self.__dataclass_fields__}

@@ -20,8 +20,7 @@ from sinks.sql.models import (
     SrmStateRow,
 )
 from sinks.sql.store import search_key
-
-ComparisonKey = tuple[str, str, str]  # experiment, metric, variant
+from stats.experiment_analysis import ComparisonKey
 
 
 def running_min_p_values(engine: Engine) -> dict[ComparisonKey, float]:
