@@ -19,7 +19,7 @@ from swagger_ui_bundle import swagger_ui_path
 from api.auth import SECURITY_SCHEME, Authentication
 from api.catalog_watch import CatalogWatch
 from api.metrics import MetricsAndLimits, store_families
-from api.routers import assignments, catalog, evaluation, events, ops, reports, sdk
+from api.routers import assignments, catalog, evaluation, events, ops, reports, rollouts, sdk
 from api.state import ApiState
 from api.strict_json import validation_error
 from config.settings import Settings
@@ -64,7 +64,7 @@ def create_app(settings: Settings, engine: Engine, bootstrap: str) -> FastAPI:
         )
 
     app.router.routes.append(assignments.assignments_route)
-    for module in (assignments, events, evaluation, catalog, reports, ops, sdk):
+    for module in (assignments, events, evaluation, catalog, rollouts, reports, ops, sdk):
         app.include_router(module.router)
 
     def collect() -> list[Any]:

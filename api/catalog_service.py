@@ -16,9 +16,10 @@ from sqlalchemy.orm import Session
 from api.auth import Caller
 from api.schemas import ExperimentPublic, FlagPublic
 from config.catalog import CatalogError, Experiment, Flag, parse_catalog
-from sinks.sql.audit import as_utc, audit, restore_flag, rollback_flag
+from config.lifecycle import Action, LifecycleError, edit_problem, schedule, transition
+from sinks.sql.audit import audit, restore_flag, rollback_flag
 from sinks.sql.models import ExperimentRow, FlagRow
-from sinks.sql.store import bump_catalog_version, read_catalog, write_experiment, write_flag
+from sinks.sql.store import as_utc, bump_catalog_version, read_catalog, write_experiment, write_flag
 
 EntityType = Literal["experiment", "flag"]
 
@@ -86,6 +87,8 @@ def flags_public(session: Session) -> list[FlagPublic]:
 
 
 def create_experiment(engine: Engine, caller: Caller, body: Experiment) -> ExperimentPublic:
+    if body.status == "running" and body.started_at is None:  # created running: starts now
+        body = body.model_copy(update={"started_at": datetime.now(UTC)})
     _create(engine, caller, "experiment", body)
     with Session(engine) as session:
         return experiment_public(session, body.key)
@@ -103,6 +106,52 @@ def update_experiment(
     _update(engine, caller, "experiment", key, changes, if_match, verb)
     with Session(engine) as session:
         return experiment_public(session, key)
+
+
+def transition_experiment(
+    engine: Engine, caller: Caller, key: str, action: Action, if_match: str | None
+) -> ExperimentPublic:
+    """Start, pause, resume or stop now; 409 naming the rule when the state forbids it."""
+    now = datetime.now(UTC)
+    _lifecycle(engine, caller, key, action, if_match, lambda e: transition(e, action, now))
+    with Session(engine) as session:
+        return experiment_public(session, key)
+
+
+def schedule_experiment(
+    engine: Engine,
+    caller: Caller,
+    key: str,
+    start_at: datetime | None,
+    end_at: datetime | None,
+    if_match: str | None,
+) -> ExperimentPublic:
+    now = datetime.now(UTC)
+    _lifecycle(
+        engine, caller, key, "schedule", if_match, lambda e: schedule(e, start_at, end_at, now)
+    )
+    with Session(engine) as session:
+        return experiment_public(session, key)
+
+
+def _lifecycle(
+    engine: Engine,
+    caller: Caller,
+    key: str,
+    verb: str,
+    if_match: str | None,
+    move: Callable[[Experiment], Experiment],
+) -> None:
+    def change(document: dict[str, Any]) -> dict[str, Any]:
+        before = next(item for item in document["experiments"] if item["key"] == key)
+        try:
+            after = move(Experiment.model_validate(before)).model_dump(mode="json")
+        except LifecycleError as exc:
+            raise HTTPException(409, str(exc)) from None
+        document["experiments"] = [after if i["key"] == key else i for i in document["experiments"]]
+        return after
+
+    _edit(engine, caller, "experiment", key, f"experiment.{verb}", if_match, change, lifecycle=True)
 
 
 def create_flag(engine: Engine, caller: Caller, body: Flag) -> FlagPublic:
@@ -181,8 +230,10 @@ def _edit(
     action: str,
     if_match: str | None,
     change: Callable[[dict[str, Any]], dict[str, Any]],
+    lifecycle: bool = False,
 ) -> None:
-    """One catalog change: lock, read, check the version, change, validate, write, audit."""
+    """One catalog change: lock, read, check the version, change, validate, write, audit. An
+    edit of an experiment (not a ``lifecycle`` move) keeps to what its state allows (409)."""
     with Session(engine) as session, session.begin():
         bump_catalog_version(session)
         catalog = read_catalog(session)
@@ -205,6 +256,10 @@ def _edit(
         except CatalogError as exc:
             raise HTTPException(422, str(exc)) from None
         if entity_type == "experiment":
+            if before is not None and not lifecycle:
+                problem = edit_problem(catalog.experiment(key), changed.experiment(key))
+                if problem is not None:
+                    raise HTTPException(409, str(problem))
             write_experiment(session, changed.experiment(key))
         else:
             write_flag(session, next(f for f in changed.flags if f.key == key))

@@ -3,9 +3,10 @@ updates and public views are their own schemas."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from config.catalog import MAX_RULES, Experiment, FlagType, Guardrail, Variant
 
@@ -17,7 +18,7 @@ class Assignment(BaseModel):
     in_experiment: bool
     variant: str
     hash_version: int
-    # assigned | not_in_coverage | not_running | flag_rolled_back | flag_disabled
+    # assigned | not_in_coverage | not_running | paused | flag_rolled_back | flag_disabled
     reason: str
 
 
@@ -97,7 +98,15 @@ class ExperimentUpdate(BaseModel):
     variants: tuple[Variant, ...] | None = Field(default=None, min_length=2)
     metrics: tuple[str, ...] | None = None
     guardrails: tuple[Guardrail, ...] | None = None
-    status: Literal["draft", "running", "stopped"] | None = None
+
+
+class ScheduleIn(BaseModel):
+    """When the scheduler starts (or resumes) and stops the experiment; null clears a time."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    start_at: AwareDatetime | None = None
+    end_at: AwareDatetime | None = None
 
 
 class RollbackIn(BaseModel):
@@ -123,6 +132,10 @@ class KeyOut(BaseModel):
 class Report(BaseModel):
     experiment: str
     status: str
+    started_at: datetime | None
+    stopped_at: datetime | None
+    start_at: datetime | None
+    end_at: datetime | None
     looked_at: str | None
     results: list[dict[str, Any]]
     srm: dict[str, Any] | None

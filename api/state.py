@@ -19,9 +19,8 @@ from api.metrics import ApiMetrics
 from config.catalog import Catalog, Experiment
 from config.settings import Settings
 from pipelines.events import CatalogIndex, EventBounds
-from sinks.sql.audit import as_utc
 from sinks.sql.models import CatalogStateRow, FlagRow
-from sinks.sql.store import read_catalog
+from sinks.sql.store import as_utc, read_catalog
 from stats.assignment import bucket_ranges, fnv1a32
 
 log = logging.getLogger(__name__)
@@ -47,7 +46,7 @@ class AssignmentPlan:
 class CatalogSnapshot:
     catalog: Catalog
     index: CatalogIndex
-    running: tuple[Experiment, ...]
+    running: tuple[Experiment, ...]  # running or paused (a paused one serves control)
     taken_at: float
     plans: dict[str, AssignmentPlan]
     flag_held: dict[str, Literal["disabled", "rolled_back"]]  # flags serving their default
@@ -75,7 +74,13 @@ class CatalogSnapshot:
         plans = {}
         for e in catalog.experiments:
             weights = tuple(v.weight for v in e.variants)
-            held = "not_running" if e.status != "running" else None
+            held = (
+                None
+                if e.status == "running"
+                else "paused"
+                if e.status == "paused"
+                else ("not_running")
+            )
             if held is None and e.flag is not None:
                 held = serving_control.get(e.flag)
             ranges = tuple(bucket_ranges(len(weights), e.coverage, weights))
@@ -84,7 +89,7 @@ class CatalogSnapshot:
             catalog=catalog,
             plans=plans,
             index=CatalogIndex.of(catalog, bounds),
-            running=tuple(e for e in catalog.experiments if e.status == "running"),
+            running=tuple(e for e in catalog.experiments if e.status in ("running", "paused")),
             taken_at=time.monotonic(),
             flag_held=flag_held,
             version=version,

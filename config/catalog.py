@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -23,6 +24,7 @@ from pydantic import (
 from config.conditions import condition_errors
 
 MetricKind = Literal["sum", "count", "conversion", "ratio"]
+ExperimentStatus = Literal["draft", "scheduled", "running", "paused", "stopped"]
 KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 MAX_VARIANTS = 100
 MAX_RULES = 100
@@ -197,7 +199,20 @@ class Experiment(BaseModel):
     variants: tuple[Variant, ...] = Field(min_length=2, max_length=MAX_VARIANTS)
     metrics: tuple[str, ...] = Field(default=(), max_length=MAX_METRICS_PER_EXPERIMENT)
     guardrails: tuple[Guardrail, ...] = Field(default=(), max_length=MAX_METRICS_PER_EXPERIMENT)
-    status: Literal["draft", "running", "stopped"] = "running"
+    status: ExperimentStatus = "running"
+    # The schedule (UTC) the scheduler follows, and when the experiment did start and stop
+    # (docs/design.md §17): exposures outside [started_at, stopped_at] are not counted.
+    start_at: datetime | None = None
+    end_at: datetime | None = None
+    started_at: datetime | None = None
+    stopped_at: datetime | None = None
+
+    @field_validator("start_at", "end_at", "started_at", "stopped_at")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("a time with its UTC offset (e.g. 2026-01-31T09:00:00Z)")
+        return None if value is None else value.astimezone(UTC)
 
     @field_validator("seed")
     @classmethod
@@ -216,6 +231,10 @@ class Experiment(BaseModel):
             raise ValueError(f"variants: weights sum to {total:g}; they must sum to 1 (±0.01)")
         if self.control not in keys:
             raise ValueError(f"control: {self.control!r} is not one of the variants {keys}")
+        if self.start_at and self.end_at and self.end_at <= self.start_at:
+            raise ValueError("end_at: must be after start_at")
+        if self.status == "scheduled" and self.start_at is None:
+            raise ValueError("start_at: a scheduled experiment needs a start_at")
         return self
 
     @property

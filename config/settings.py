@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     flush_seconds: float = Field(default=2.0, gt=0)
     cuped_lookback_days: float = Field(default=14.0, ge=0)
     analysis_interval_seconds: float = Field(default=5.0, gt=0)
+    scheduler_interval_seconds: float = Field(default=15.0, gt=0, le=3600)
     # Events outside these bounds are dead-lettered (ts_out_of_range, value_out_of_range):
     # event time within [now − max age, now + max ahead], |value| at most the bound.
     event_max_age_days: float = Field(default=400.0, gt=0, le=36500)

@@ -22,7 +22,8 @@ from sinks.sql.analysis import analyse_stored
 from sinks.sql.audit import rollback_flag
 from sinks.sql.models import GuardrailStateRow, SrmStateRow
 from sinks.sql.results import record_results
-from sinks.sql.store import load_catalog
+from sinks.sql.rollouts import locked_rollout, roll_back, rollout_of_experiment
+from sinks.sql.store import load_effective_catalog
 from stats.analysis import AnalysisOptions
 from stats.experiment_analysis import Analysis, GuardrailCheck, SrmResult, guardrail_checks
 
@@ -48,8 +49,9 @@ def analyze_once(
     """One look: read cumulative statistics, analyse, store, act. Safe to repeat.
     ``search_outbox`` queues results and alerts for OpenSearch in the same transaction."""
     look = Look(looked_at=now or datetime.now(UTC), search_outbox=search_outbox)
-    catalog = load_catalog(engine)
-    running = [e for e in catalog.experiments if e.status == "running"]
+    catalog = load_effective_catalog(engine)
+    # A paused experiment is analysed and guarded on the data it collected.
+    running = [e for e in catalog.experiments if e.status in ("running", "paused")]
     if not running:
         return look
     analysis = analyse_stored(engine, catalog, running, AnalysisOptions(alpha, tau))
@@ -85,6 +87,9 @@ def _apply_guardrail(
         return
     result, guardrail = check.result, check.guardrail
     action = "none"
+    # A rollout schedule's comparison rolls back the schedule, not the whole flag.
+    rollout = rollout_of_experiment(session, experiment.key)
+    extra = {"rollout_schedule": rollout.id, "stage": rollout.stage} if rollout else {}
     if guardrail.action == "rollback" and experiment.flag is not None:
         low, high = result.sequential_rel_ci or (float("nan"), float("nan"))
         reason = (
@@ -93,7 +98,15 @@ def _apply_guardrail(
             f"margin {guardrail.margin:.2%} ({guardrail.bad_direction} is bad)"
         )
         actor = f"guardrail:{experiment.key}/{guardrail.metric}"
-        if rollback_flag(session, experiment.flag, reason=reason, actor=actor, at=look.looked_at):
+        if rollout is not None:
+            done = roll_back(
+                session, locked_rollout(session, rollout.id), actor, look.looked_at, reason
+            )
+        else:
+            done = rollback_flag(
+                session, experiment.flag, reason=reason, actor=actor, at=look.looked_at
+            )
+        if done:
             action = "rollback"
             look.rolled_back.append(experiment.flag)
     payload = alert_payload(
@@ -110,6 +123,7 @@ def _apply_guardrail(
         n_control=result.n_control,
         n_variant=result.n_variant,
         action_taken=action,
+        **extra,
     )
     add_alert(session, payload, look.looked_at, look.search_outbox)
     state.breached_at, state.alert_id, state.action_taken = (

@@ -220,9 +220,12 @@ def report(
 
 @app.command()
 def run(
-    only: str = typer.Option("all", help="all, workers, analyzer, publisher or shipper."),
+    only: str = typer.Option(
+        "all", help="all, workers, analyzer, publisher, shipper or scheduler."
+    ),
 ) -> None:
-    """Pipeline workers, analyzer loop and alert publisher (Ctrl-C stops); --only runs one."""
+    """Pipeline workers, analyzer, alert publisher and scheduler (Ctrl-C stops); --only runs
+    one."""
     from jobs.run import ROLES
     from jobs.run import run as run_roles
 

@@ -32,11 +32,15 @@ def build_report(
     analysis = analyse_stored(engine, catalog, [experiment], AnalysisOptions(alpha, tau))
     users = counter_totals(engine, "users").get(experiment.key, 0.0)
     crossovers = counter_totals(engine, "crossovers").get(experiment.key, 0.0)
+    outside = counter_totals(engine, "outside_schedule").get(experiment.key, 0.0)
     flag = next((f for f in catalog.flags if f.key == experiment.flag), None)
     srm = analysis.srm_of(experiment.key)
     actions = guardrail_actions(engine, experiment.key)
     return {
         "experiment": experiment.key,
+        **experiment.model_dump(
+            mode="json", include={"status", "started_at", "stopped_at", "start_at", "end_at"}
+        ),
         "arms": [
             {"variant": variant, "metric": c.metric, **{k: c.arms[variant][k] for k in STATISTICS}}
             for c in analysis.comparisons
@@ -56,7 +60,11 @@ def build_report(
         "flag": (
             {"key": flag.key, "rolled_back": flag_rolled_back(engine, flag.key)} if flag else None
         ),
-        "counters": {"users": int(users), "crossovers": int(crossovers)},
+        "counters": {
+            "users": int(users),
+            "crossovers": int(crossovers),
+            "outside_schedule": int(outside),
+        },
     }
 
 
@@ -105,8 +113,8 @@ def cumulative_lift_series(
 
 def render_text(report: dict[str, Any]) -> str:
     lines = [
-        f"experiment: {report['experiment']}   users: {report['counters']['users']}   "
-        f"crossovers: {report['counters']['crossovers']}"
+        f"experiment: {report['experiment']} ({report['status']})   users: "
+        f"{report['counters']['users']}   crossovers: {report['counters']['crossovers']}"
     ]
     first_metric = report["arms"][0]["metric"] if report["arms"] else None
     arm_sizes = [

@@ -1,5 +1,6 @@
 """`xpstream run`: Faust workers (a real faust.Worker, so exactly-once transactions apply), the
-analyzer loop and the alert publisher — together, or each alone for scaling out."""
+analyzer loop, the alert publisher and the scheduler — together, or each alone for scaling
+out."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from sqlalchemy import Engine
 
 from config.settings import Settings
 from jobs.analyzer import Look, run_analyzer
+from jobs.scheduler import run_scheduler
 from pipelines.embedded_broker import broker_url
 from pipelines.kinesis import KinesisBridge, kinesis_client
 from pipelines.topics import Topics, ensure_topics
@@ -23,9 +25,10 @@ from pipelines.worker import build_pipeline
 from sinks.alert_publisher import AlertPublisher
 from sinks.opensearch.sink import OpenSearchSink, make_client
 from sinks.sql.migrate import migrated_engine
+from stats.analysis import AnalysisOptions
 
-Role = Literal["all", "workers", "analyzer", "publisher", "shipper"]
-ROLES: tuple[Role, ...] = ("all", "workers", "analyzer", "publisher", "shipper")
+Role = Literal["all", "workers", "analyzer", "publisher", "shipper", "scheduler"]
+ROLES: tuple[Role, ...] = ("all", "workers", "analyzer", "publisher", "shipper", "scheduler")
 
 
 async def analyzer_and_publisher(
@@ -36,8 +39,8 @@ async def analyzer_and_publisher(
     only: Role,
     on_alerts: Callable[[Look], None] | None = None,
 ) -> None:
-    """The analyzer wakes the publisher as soon as a look writes alerts; the OpenSearch shipper
-    runs beside them when XPSTREAM_OPENSEARCH_URL is set."""
+    """The analyzer wakes the publisher as soon as a look writes alerts; the scheduler, and the
+    OpenSearch shipper when XPSTREAM_OPENSEARCH_URL is set, run beside them."""
     wake = asyncio.Event()
 
     def alerted(look: Look) -> None:
@@ -63,6 +66,9 @@ async def analyzer_and_publisher(
                 search_outbox=bool(settings.opensearch_url),
             )
         )
+    if only in ("all", "scheduler"):
+        options = AnalysisOptions(settings.alpha, settings.tau)
+        jobs.append(run_scheduler(engine, options, settings.scheduler_interval_seconds, stop))
     if only in ("all", "shipper") and settings.opensearch_url:
         sink = OpenSearchSink(engine, make_client(settings), settings.opensearch_prefix)
         jobs.append(sink.run(stop))
@@ -82,6 +88,10 @@ async def _standalone(settings: Settings, bootstrap: str, engine: Engine, only: 
 
 
 def run(settings: Settings, only: Role) -> None:
+    if only == "scheduler":  # the database is all it needs
+        with migrated_engine(settings.database_url) as engine:
+            asyncio.run(_standalone(settings, "", engine, only))
+        return
     with (
         migrated_engine(settings.database_url) as engine,
         broker_url(settings.kafka_url) as bootstrap,

@@ -69,6 +69,8 @@ class AttributionConfig:
     analysed: dict[str, tuple[Metric, ...]] = field(default_factory=dict)
     inputs: dict[str, frozenset[str]] = field(default_factory=dict)
     metrics: dict[str, Metric] = field(default_factory=dict)
+    # experiment → [started_at, stopped_at] in epoch seconds, where the catalog records them
+    periods: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     @classmethod
     def of(
@@ -111,6 +113,14 @@ class AttributionConfig:
                         and metrics[event_metric].cap is None,
                     )
                 )
+        periods = {
+            e.key: (
+                e.started_at.timestamp() if e.started_at else -math.inf,
+                e.stopped_at.timestamp() if e.stopped_at else math.inf,
+            )
+            for e in catalog.experiments
+            if e.started_at or e.stopped_at
+        }
         return cls(
             catalog,
             window_seconds,
@@ -119,6 +129,7 @@ class AttributionConfig:
             analysed=analysed,
             inputs=inputs,
             metrics=metrics,
+            periods=periods,
         )
 
     def window(self, ts: float) -> int:
@@ -197,8 +208,12 @@ class UserAttribution:
 
     def _expose(self, state: UserState, event: Exposure) -> None:
         experiment, variant = event.experiment, event.variant
-        known = state.exposures.get(experiment)
         counters = self.aggregates.counters
+        period = self.config.periods.get(experiment)
+        if period is not None and not period[0] <= event.ts <= period[1]:
+            counters[("outside_schedule", experiment)] += 1  # valid, but not in the experiment
+            return
+        known = state.exposures.get(experiment)
         if known is not None:
             if known[0] != variant and experiment not in state.crossovers:
                 state.crossovers.append(experiment)

@@ -35,7 +35,7 @@ from pipelines.unit_of_work import (
     split_strays,
     units_of_work,
 )
-from sinks.sql.store import flush_partition_state, load_catalog
+from sinks.sql.store import flush_partition_state, load_effective_catalog
 
 log = logging.getLogger(__name__)
 BATCH_MESSAGES = 256  # messages taken together under exactly-once
@@ -64,7 +64,7 @@ class Pipeline:
     catalog_outage: Outage = field(default_factory=lambda: Outage("catalog reload", 1.0))
 
     def reload_catalog(self) -> None:
-        catalog = load_catalog(self.engine)
+        catalog = load_effective_catalog(self.engine)
         self.index = CatalogIndex.of(catalog, EventBounds.of(self.settings))
         self.config = AttributionConfig.of(
             catalog, self.settings.window_seconds, self.settings.cuped_lookback_days * 86400

@@ -63,7 +63,7 @@ QUERY_PARAMETERS = [
         "in": "query",
         "required": False,
         "schema": {"type": "string", "maxLength": 128},
-        "description": "Only this experiment (running or not); default: every running one.",
+        "description": "Only this experiment (in any state); default: every running or paused one.",
     },
 ]
 

@@ -1,4 +1,5 @@
-"""Experiments and flags: read, create, update, stop, roll back and restore. Every write goes
+"""Experiments and flags: read, create, update, schedule, start/pause/resume/stop, roll back
+and restore. Every write goes
 through :mod:`api.catalog_service` (validated against the whole catalog, audited, versioned:
 ``ETag`` on reads, ``If-Match`` on writes)."""
 
@@ -10,9 +11,17 @@ from fastapi import APIRouter, Header, HTTPException, Response
 
 from api import catalog_service as service
 from api.deps import Admin, Reader, SessionDep, StateDep, Writer
-from api.schemas import ExperimentPublic, ExperimentUpdate, FlagPublic, FlagUpdate, RollbackIn
+from api.schemas import (
+    ExperimentPublic,
+    ExperimentUpdate,
+    FlagPublic,
+    FlagUpdate,
+    RollbackIn,
+    ScheduleIn,
+)
 from api.strict_json import StrictJsonRoute
 from config.catalog import Experiment, Flag
+from config.lifecycle import Action
 
 router = APIRouter(prefix="/v1", tags=["experiments and flags"], route_class=StrictJsonRoute)
 IfMatch = Annotated[
@@ -72,13 +81,37 @@ def update_experiment(
     return experiment
 
 
-@router.post("/experiments/{key}/stop", response_model=ExperimentPublic)
-def stop_experiment(
-    key: str, state: StateDep, caller: Writer, response: Response, if_match: IfMatch = None
+@router.put("/experiments/{key}/schedule", response_model=ExperimentPublic)
+def schedule_experiment(
+    key: str,
+    body: ScheduleIn,
+    state: StateDep,
+    caller: Writer,
+    response: Response,
+    if_match: IfMatch = None,
 ) -> ExperimentPublic:
-    experiment = service.update_experiment(
-        state.engine, caller, key, {"status": "stopped"}, if_match, verb="stop"
+    """When the scheduler starts (a draft) or resumes (a paused experiment), and stops it; only
+    a draft, scheduled or paused experiment takes a schedule (else 409)."""
+    experiment = service.schedule_experiment(
+        state.engine, caller, key, body.start_at, body.end_at, if_match
     )
+    state.catalog_changed()
+    _tagged(response, experiment.version)
+    return experiment
+
+
+@router.post("/experiments/{key}/{action}", response_model=ExperimentPublic)
+def move_experiment(
+    key: str,
+    action: Action,
+    state: StateDep,
+    caller: Writer,
+    response: Response,
+    if_match: IfMatch = None,
+) -> ExperimentPublic:
+    """start (draft or scheduled), pause (running), resume (paused), stop (running or paused);
+    any other move answers 409 naming the rule."""
+    experiment = service.transition_experiment(state.engine, caller, key, action, if_match)
     state.catalog_changed()
     _tagged(response, experiment.version)
     return experiment

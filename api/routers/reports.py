@@ -15,10 +15,10 @@ from api.state import ApiState
 from api.strict_json import StrictJsonRoute
 from config.catalog import Experiment
 from sinks.sql.alerts import list_alerts
-from sinks.sql.audit import as_utc, list_audit
+from sinks.sql.audit import list_audit
 from sinks.sql.models import FlagRow
 from sinks.sql.results import guardrail_states, last_look, latest_results, srm_state
-from sinks.sql.store import counter_totals, window_rows
+from sinks.sql.store import as_utc, counter_totals, window_rows
 from stats.sufficient import STATISTICS, ArmStats, mean_and_variance
 
 router = APIRouter(prefix="/v1", tags=["reports"], route_class=StrictJsonRoute)
@@ -41,6 +41,10 @@ def report(key: str, state: StateDep, session: SessionDep, _caller: Reader) -> R
     return Report(
         experiment=key,
         status=experiment.status,
+        started_at=experiment.started_at,
+        stopped_at=experiment.stopped_at,
+        start_at=experiment.start_at,
+        end_at=experiment.end_at,
         looked_at=as_utc(looked_at).isoformat() if looked_at else None,
         results=results,
         srm=srm_state(state.engine, key),
@@ -48,7 +52,7 @@ def report(key: str, state: StateDep, session: SessionDep, _caller: Reader) -> R
         flag=flag,
         counters={
             name: int(counter_totals(state.engine, name).get(key, 0.0))
-            for name in ("users", "crossovers")
+            for name in ("users", "crossovers", "outside_schedule")
         },
     )
 

@@ -11,9 +11,8 @@ from sqlalchemy.orm import Session
 
 from config.catalog import KEY_SEP
 from sinks.opensearch.templates import monthly
-from sinks.sql.audit import as_utc
 from sinks.sql.models import AlertRow, LatestResultRow, ResultHistoryRow, WindowAggregateRow
-from sinks.sql.store import search_key
+from sinks.sql.store import as_utc, search_key
 from stats.sufficient import STATISTICS, ArmStats, mean_and_variance
 
 Keyed = list[tuple[str, dict[str, Any]]]  # (outbox key, bulk action)

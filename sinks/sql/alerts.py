@@ -23,7 +23,7 @@ ALERT_FIELDS: dict[str, Any] = {  # every alert carries these; null where one do
     "n_variant": 0,
     "action_taken": "none",
 }
-EXTRA_FIELDS = {"srm_p_value", "arm_sizes"}  # SRM alerts only
+EXTRA_FIELDS = {"srm_p_value", "arm_sizes", "rollout_schedule", "stage"}  # SRM, rollouts only
 
 
 def alert_payload(

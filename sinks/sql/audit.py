@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from sinks.sql.models import AuditRow, FlagRow
-from sinks.sql.store import bump_catalog_version
-
-
-def as_utc(moment: datetime) -> datetime:
-    """SQLite hands back naive datetimes; everything here is written in UTC."""
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+from sinks.sql.store import as_utc, bump_catalog_version
 
 
 def audit(

@@ -79,10 +79,45 @@ class ExperimentRow(Base):
     control: Mapped[str] = mapped_column(String(128))
     metrics: Mapped[list[str]] = mapped_column(JSON, default=list)
     status: Mapped[str] = mapped_column(String(16), default="running")
+    start_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    end_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    stopped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )
     version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+
+
+class RolloutRow(Base):
+    """A rollout schedule: its definition, the stage it is at, and its experiment's key."""
+
+    __tablename__ = "rollout_schedules"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    flag: Mapped[str] = mapped_column(ForeignKey("flags.key"))
+    definition: Mapped[dict[str, Any]] = mapped_column(JSON)  # config.rollouts.RolloutIn
+    old_value: Mapped[Any] = mapped_column(JSON, nullable=True)  # what ``off`` keeps serving
+    experiment: Mapped[str] = mapped_column(String(128), unique=True)
+    state: Mapped[str] = mapped_column(String(16))
+    stage: Mapped[int] = mapped_column(Integer, default=0)
+    stage_started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    reason: Mapped[str | None] = mapped_column(String(1000))
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class SafetySettingsRow(Base):
+    """One row (id 1): guardrails added to every rollout and every experiment with a flag, and
+    per flag its own list instead."""
+
+    __tablename__ = "safety_settings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    guardrails: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    flags: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class VariantRow(Base):

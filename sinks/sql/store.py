@@ -11,6 +11,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from config.catalog import KEY_SEP, Catalog, Experiment, Flag, Guardrail, Metric, Variant
+from config.safety import SafetySettings
 from sinks.sql.models import (
     CatalogStateRow,
     CounterRow,
@@ -19,6 +20,7 @@ from sinks.sql.models import (
     GuardrailRow,
     MetricRow,
     PartitionOffsetRow,
+    SafetySettingsRow,
     SavedGroupRow,
     SearchOutboxRow,
     VariantRow,
@@ -45,6 +47,15 @@ def make_engine(database_url: str) -> Engine:
 def insert_for(engine: Engine, table: Any) -> Any:
     dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
     return dialect.insert(table)
+
+
+def as_utc(moment: datetime) -> datetime:
+    """SQLite hands back naive datetimes; everything here is written in UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    return None if moment is None else as_utc(moment)
 
 
 # --- catalog -------------------------------------------------------------------------------
@@ -128,6 +139,8 @@ def write_experiment(session: Session, experiment: Experiment) -> ExperimentRow:
         experiment.status,
     )
     row.metrics = list(experiment.metrics)
+    row.start_at, row.end_at = experiment.start_at, experiment.end_at
+    row.started_at, row.stopped_at = experiment.started_at, experiment.stopped_at
     session.execute(delete(VariantRow).where(VariantRow.experiment == experiment.key))
     session.execute(delete(GuardrailRow).where(GuardrailRow.experiment == experiment.key))
     session.flush()
@@ -150,6 +163,29 @@ def write_experiment(session: Session, experiment: Experiment) -> ExperimentRow:
 def load_catalog(engine: Engine) -> Catalog:
     with Session(engine) as session:
         return read_catalog(session)
+
+
+def load_effective_catalog(engine: Engine) -> Catalog:
+    """The catalog as the pipeline, the analyzer and the scheduler act on it: with the safety
+    settings' guardrails on every experiment that has a flag."""
+    with Session(engine) as session:
+        return read_safety(session).applied(read_catalog(session))
+
+
+def read_safety(session: Session) -> SafetySettings:
+    row = session.get(SafetySettingsRow, 1)
+    if row is None:
+        return SafetySettings()
+    return SafetySettings.model_validate({"guardrails": row.guardrails, "flags": row.flags})
+
+
+def write_safety(session: Session, settings: SafetySettings, at: datetime) -> None:
+    row = session.get(SafetySettingsRow, 1)
+    if row is None:
+        row = SafetySettingsRow(id=1)
+        session.add(row)
+    document = settings.model_dump(mode="json")
+    row.guardrails, row.flags, row.updated_at = document["guardrails"], document["flags"], at
 
 
 def read_catalog(session: Session) -> Catalog:
@@ -194,6 +230,10 @@ def read_catalog(session: Session) -> Catalog:
             control=r.control,
             metrics=tuple(r.metrics),
             status=r.status,
+            start_at=_utc(r.start_at),
+            end_at=_utc(r.end_at),
+            started_at=_utc(r.started_at),
+            stopped_at=_utc(r.stopped_at),
             variants=tuple(variants.get(r.key, ())),
             guardrails=tuple(guardrails.get(r.key, ())),
         )

@@ -25,11 +25,11 @@ from api.app import create_app
 from config.catalog import parse_catalog
 from config.settings import Settings
 from pipelines.embedded_broker import HOST, free_port
-from sinks.sql.audit import as_utc, rollback_flag
+from sinks.sql.audit import rollback_flag
 from sinks.sql.keys import create_api_key
 from sinks.sql.migrate import upgrade_to_head
 from sinks.sql.models import FlagRow
-from sinks.sql.store import flush_partition_state, make_engine, save_catalog
+from sinks.sql.store import as_utc, flush_partition_state, make_engine, save_catalog
 from stats.sufficient import STATISTICS
 from tests.api.conftest import live_server
 from tests.pipeline.conftest import XPSTREAM
