@@ -75,6 +75,8 @@ class RolloutIn(BaseModel):
             raise ValueError(f"stages: percents must grow, not {percents}")
         if percents[-1] != 100:
             raise ValueError("stages: the last stage is 100 (the release)")
+        if len(percents) < 2:
+            raise ValueError("stages: at least one monitored stage (≤ 50%) comes before 100")
         return self
 
 

@@ -9,9 +9,12 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
 from api.auth import PERMISSIONS
+from config.catalog import Experiment, Flag
 from sinks.sql.keys import ROLES, create_api_key
+from sinks.sql.store import bump_catalog_version, write_experiment, write_flag
 from tests.api.conftest import auth
 
 counter = itertools.count()
@@ -42,7 +45,13 @@ ENDPOINTS: list[tuple[str, str, Any, str]] = [
     ("GET", "/v1/audit", None, "analyse"),
     ("POST", "/v1/experiments", new_experiment, "write"),
     ("PUT", "/v1/experiments/checkout", lambda: CHECKOUT, "write"),
-    ("POST", "/v1/experiments/banner-test/stop", None, "write"),
+    ("POST", "/v1/experiments/{fresh}/stop", None, "write"),
+    ("PUT", "/v1/experiments/{draft}/schedule", {}, "write"),
+    ("POST", "/v1/rollout-schedules", "{rollout}", "write"),
+    ("GET", "/v1/rollout-schedules", None, "read"),
+    ("GET", "/v1/safety/settings", None, "read"),
+    ("GET", "/v1/safety/report", None, "read"),
+    ("PUT", "/v1/safety/settings", {"guardrails": []}, "admin"),
     ("POST", "/v1/flags", lambda: {"key": f"flag-{next(counter)}"}, "write"),
     ("PUT", "/v1/flags/banner", {"key": "banner", "enabled": True}, "write"),
     ("POST", "/v1/flags/banner/rollback", {"reason": "test"}, "admin"),
@@ -58,25 +67,49 @@ CHECKOUT = {
 }
 
 
-def call(client: TestClient, method: str, path: str, body: Any, headers: dict[str, str]) -> int:
-    payload = body() if callable(body) else body
+def rollout_of_a_new_flag(engine: Engine) -> dict[str, Any]:
+    """A rollout schedule's body for a flag of its own (a flag rolls out one schedule at once)."""
+    flag = Flag(key=f"flag-{next(counter)}")
+    with Session(engine) as session, session.begin():
+        bump_catalog_version(session)
+        write_flag(session, flag)
+    return {"flag": flag.key, "value": False, "stages": [{"percent": 5}, {"percent": 100}]}
+
+
+def call(
+    client: TestClient, method: str, path: str, body: Any, headers: dict[str, str], engine: Engine
+) -> int:
+    """``{fresh}`` in ``path`` is a new running experiment, ``{draft}`` a new draft: each call
+    acts on one of its own, so that a move never finds its experiment already moved."""
+    if "{" in path:
+        experiment = Experiment(
+            **new_experiment(), status="running" if "{fresh}" in path else "draft"
+        )
+        with Session(engine) as session, session.begin():
+            bump_catalog_version(session)
+            write_experiment(session, experiment)
+        path = path.format(fresh=experiment.key, draft=experiment.key)
+    payload = (
+        rollout_of_a_new_flag(engine) if body == "{rollout}" else body() if callable(body) else body
+    )
     return client.request(method, path, json=payload, headers=headers).status_code
 
 
 @pytest.mark.parametrize(("method", "path", "body", "permission"), ENDPOINTS)
 def test_endpoint_by_role(
     client: TestClient,
+    engine: Engine,
     keys: dict[str, str],
     method: str,
     path: str,
     body: Any,
     permission: str,
 ) -> None:
-    assert call(client, method, path, body, {}) == 401
-    assert call(client, method, path, body, auth("xps_nothere_secret")) == 401
-    assert call(client, method, path, body, auth(keys["viewer"] + "x")) == 401
+    assert call(client, method, path, body, {}, engine) == 401
+    assert call(client, method, path, body, auth("xps_nothere_secret"), engine) == 401
+    assert call(client, method, path, body, auth(keys["viewer"] + "x"), engine) == 401
     for role in ROLES:
-        status = call(client, method, path, body, auth(keys[role]))
+        status = call(client, method, path, body, auth(keys[role]), engine)
         if permission in PERMISSIONS[role]:
             assert 200 <= status < 300, (role, method, path, status)
         else:
