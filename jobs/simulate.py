@@ -97,7 +97,7 @@ def _event_id(rng: random.Random) -> str:
     return str(uuid.UUID(int=rng.getrandbits(128), version=4))
 
 
-def _poisson(rng: random.Random, mean: float) -> int:
+def poisson(rng: random.Random, mean: float) -> int:
     # Knuth's method: means here are small.
     limit, count, product = math.exp(-mean), 0, rng.random()
     while product > limit:
@@ -135,7 +135,7 @@ def simulate(catalog: Catalog, traffic: Traffic, effects: Effects) -> Iterator[d
         revenue_factor = math.prod(effects.revenue.get(a, 1.0) for a in arms)
         errors_factor = math.prod(effects.errors.get(a, 1.0) for a in arms)
         lookback = traffic.lookback_days * DAY
-        for _ in range(_poisson(rng, 1.5)):
+        for _ in range(poisson(rng, 1.5)):
             yield _purchase(rng, user_id, first_seen - rng.uniform(1, lookback), spend)
         for offset, (experiment_key, variant) in enumerate(arms):
             yield {
@@ -148,11 +148,11 @@ def simulate(catalog: Catalog, traffic: Traffic, effects: Effects) -> Iterator[d
             }
         horizon = first_seen + len(arms) + 1
         if rng.random() < min(1.0, traffic.base_purchase * purchase_factor):
-            for _ in range(1 + _poisson(rng, 0.5)):
+            for _ in range(1 + poisson(rng, 0.5)):
                 yield from _purchase_events(
                     rng, user_id, horizon + rng.uniform(0, DAY), spend * revenue_factor
                 )
-        for _ in range(_poisson(rng, traffic.base_errors * errors_factor)):
+        for _ in range(poisson(rng, traffic.base_errors * errors_factor)):
             yield {
                 "type": "metric",
                 "event_id": _event_id(rng),
