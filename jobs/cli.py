@@ -224,8 +224,7 @@ def run(
         "all", help="all, workers, analyzer, publisher, shipper or scheduler."
     ),
 ) -> None:
-    """Pipeline workers, analyzer, alert publisher and scheduler (Ctrl-C stops); --only runs
-    one."""
+    """Workers, analyzer, alert publisher and scheduler (Ctrl-C stops); --only runs one."""
     from jobs.run import ROLES
     from jobs.run import run as run_roles
 
@@ -384,6 +383,15 @@ def _print_reports(settings: Settings, engine: Any) -> None:
         console.print(render_text(report_data), highlight=False)
         console.print()
 
+
+def _register_lifecycle() -> None:
+    from jobs.cli_lifecycle import experiments_app, rollouts_app
+
+    app.add_typer(experiments_app, name="experiments", no_args_is_help=True)
+    app.add_typer(rollouts_app, name="rollouts", no_args_is_help=True)
+
+
+_register_lifecycle()
 
 if __name__ == "__main__":
     app()

@@ -14,8 +14,10 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
 
 from config.catalog import parse_catalog
+from config.rollouts import RolloutIn
 from jobs.scheduler import schedule_once
 from sinks.sql.migrate import upgrade_to_head
 from sinks.sql.models import AuditRow
@@ -154,3 +156,49 @@ def test_real_schedulers_killed_and_restarted_run_the_experiment_in_its_period(
     for n, experiment in enumerate(load_catalog(engine).experiments):
         assert experiment.started_at == start_at + timedelta(seconds=n)
         assert experiment.stopped_at == end_at + timedelta(seconds=n)
+
+
+def test_time_stages_advance_on_the_clock_and_a_manual_stage_waits(engine: Engine) -> None:
+    from sinks.sql.models import RolloutRow
+    from sinks.sql.rollouts import advance, create_rollout, locked_rollout
+
+    save_catalog(
+        engine, parse_catalog({"flags": [{"key": "beta", "type": "boolean", "default": False}]})
+    )
+    t0 = datetime(2031, 5, 1, 9, 0, tzinfo=UTC)
+    rollout = RolloutIn.model_validate(
+        {
+            "flag": "beta",
+            "value": True,
+            "stages": [
+                {"percent": 5, "trigger": "time", "min_duration_seconds": 3600},
+                {"percent": 20, "trigger": "time", "at": (t0 + timedelta(days=2)).isoformat()},
+                {"percent": 50, "trigger": "manual"},
+                {"percent": 100},
+            ],
+        }
+    )
+    with Session(engine) as session, session.begin():
+        rollout_id = create_rollout(session, rollout, "test", t0).id
+
+    def stage_at(moment: datetime) -> int:
+        schedule_once(engine, OPTIONS, moment)
+        with Session(engine) as session:
+            return session.get_one(RolloutRow, rollout_id).stage
+
+    assert stage_at(t0 + timedelta(minutes=59)) == 0
+    assert stage_at(t0 + timedelta(minutes=61)) == 1
+    assert stage_at(t0 + timedelta(days=1)) == 1  # waits for its ``at``
+    assert stage_at(t0 + timedelta(days=2, seconds=1)) == 2
+    for days in (3, 30, 365):  # a manual stage waits, however long
+        assert stage_at(t0 + timedelta(days=days)) == 2
+    with Session(engine) as session, session.begin():
+        advance(session, locked_rollout(session, rollout_id), "alice", t0, "looks good")
+    assert stage_at(t0 + timedelta(days=400)) == 3
+    with Session(engine) as session:
+        row = session.get_one(RolloutRow, rollout_id)
+        assert row.state == "released"
+        flag = next(f for f in load_catalog(engine).flags if f.key == "beta")
+        assert [r.model_dump(exclude_none=True) for r in flag.rules] == [
+            {"id": f"rollout-{rollout_id}", "value": True, "hash_attribute": "id"}
+        ]
