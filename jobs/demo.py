@@ -1,11 +1,13 @@
 """`xpstream demo`: the whole walk on embedded defaults — broker, SQLite, simulated traffic for
-three experiments (a real lift, an A/A, a guardrail regression), analysis and an HTML report."""
+three experiments (a real lift, an A/A, a guardrail regression), analysis and an HTML report;
+then two staged rollouts on a moved clock, one healthy and released, one rolled back."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,18 +15,29 @@ import orjson
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
+from config.rollouts import RolloutIn
 from config.settings import Settings
 from jobs.replay import analyse_and_publish, produce_lines, wait_until_flushed
 from jobs.report import build_report, cumulative_lift_series, render_html, render_text
+from jobs.rollout_walk import Step, Walk, walk_rollout
 from jobs.run import analyzer_and_publisher
-from jobs.simulate import DEMO_EFFECTS, Traffic, demo_catalog, recent_start, simulate
+from jobs.simulate import (
+    DEMO_EFFECTS,
+    DEMO_ROLLOUT,
+    Traffic,
+    demo_catalog,
+    recent_start,
+    simulate,
+)
 from pipelines.embedded_broker import broker_url
 from pipelines.topics import Topics, ensure_topics
 from pipelines.worker import build_pipeline
 from sinks.alert_publisher import read_alerts
 from sinks.sql.migrate import upgrade_to_head
 from sinks.sql.results import reset_analysis_state, rolled_back_flags
+from sinks.sql.rollouts import create_rollout
 from sinks.sql.store import make_engine, reset_pipeline_state, save_catalog
 
 
@@ -97,6 +110,7 @@ def run_demo(settings: Settings, users: int, report_path: Path, console: Console
     ):
         console.print(f"broker: {bootstrap}{'' if settings.kafka_url else ' (embedded Tansu)'}")
         timeline = asyncio.run(_run_pipeline(settings, bootstrap, engine, lines, progress))
+        rollouts = _walk_rollouts(settings, bootstrap, engine)
     reports = {}
     for experiment in catalog.experiments:
         report = build_report(engine, catalog, experiment.key, settings.alpha, settings.tau)
@@ -118,8 +132,42 @@ def run_demo(settings: Settings, users: int, report_path: Path, console: Console
     for key, significant in summary.items():
         console.print(f"{key}: {'significant' if significant else 'not significant'}")
     _print_alerts(engine, timeline, console)
+    _print_rollouts(rollouts, console)
     console.print(f"HTML report: {report_path}   ({time.monotonic() - started:.0f}s)")
     return reports
+
+
+def _walk_rollouts(settings: Settings, bootstrap: str, engine: Engine) -> dict[str, list[Step]]:
+    """A healthy new search and a payments change that raises errors by 30%, each released in
+    stages 1 → 5 → 10 → 25 → 50 → 100% with metric triggers, an hour of traffic a step."""
+    start = datetime.fromtimestamp(recent_start(1.0), UTC)
+    walks = {}
+    for flag, factor in (("search-v2", 1.0), ("payments-v2", 1.3)):
+        with Session(engine) as session, session.begin():
+            rollout = RolloutIn.model_validate({**DEMO_ROLLOUT, "flag": flag})
+            rollout_id = create_rollout(session, rollout, "demo", start).id
+        plan = Walk(
+            users_per_step=20_000, step=timedelta(hours=1), max_steps=12, errors_factor=factor
+        )
+        walks[flag] = asyncio.run(
+            walk_rollout(settings, bootstrap, engine, rollout_id, start, plan)
+        )
+    return walks
+
+
+def _print_rollouts(walks: dict[str, list[Step]], console: Console) -> None:
+    for flag, steps in walks.items():
+        console.print(f"rollout of {flag}:")
+        for step in steps:
+            arms = ", ".join(f"{arm} {users}" for arm, users in step.exposed.items())
+            console.print(f"  {step.percent:g}%: exposed {arms} → {step.state}", highlight=False)
+            for alert in step.alerts:
+                low, high = alert["rel_ci"] or (float("nan"), float("nan"))
+                console.print(
+                    f"  ROLLED BACK at {step.percent:g}%: {alert['metric']} "
+                    f"{alert['rel_effect']:+.1%} [{low:+.1%}, {high:+.1%}] in {alert['variant']}",
+                    highlight=False,
+                )
 
 
 def _print_alerts(engine: Engine, timeline: DemoTimeline, console: Console) -> None:

@@ -27,6 +27,8 @@ DEMO_CATALOG: dict[str, Any] = {
     "flags": [
         {"key": "new-checkout", "enabled": True, "rollout": 1.0},
         {"key": "banner", "enabled": True, "rollout": 1.0},
+        {"key": "search-v2", "type": "boolean", "default": False},
+        {"key": "payments-v2", "type": "boolean", "default": False},
     ],
     "experiments": [
         {
@@ -59,6 +61,20 @@ DEMO_CATALOG: dict[str, Any] = {
             ],
         },
     ],
+}
+
+
+# The demo's staged rollouts (docs/design.md §18): the flag's new value in five monitored stages.
+DEMO_ROLLOUT: dict[str, Any] = {
+    "value": True,
+    "stages": [
+        *(
+            {"percent": p, "trigger": "metric", "min_users": 150, "min_duration_seconds": 3600}
+            for p in (1, 5, 10, 25, 50)
+        ),
+        {"percent": 100},
+    ],
+    "guardrails": [{"metric": "errors", "bad_direction": "increase", "min_users": 150}],
 }
 
 
