@@ -33,7 +33,7 @@ from jobs.simulate import (
 )
 from pipelines.embedded_broker import broker_url
 from pipelines.topics import Topics, ensure_topics
-from pipelines.worker import build_pipeline
+from pipelines.worker import Pipeline, build_pipeline
 from sinks.alert_publisher import read_alerts
 from sinks.sql.migrate import upgrade_to_head
 from sinks.sql.results import reset_analysis_state, rolled_back_flags
@@ -45,6 +45,7 @@ from sinks.sql.store import make_engine, reset_pipeline_state, save_catalog
 class DemoTimeline:
     first_event_at: float = 0.0  # wall clock (epoch seconds) when the first envelope was sent
     alerts: list[dict[str, Any]] = field(default_factory=list)  # as consumed from the topic
+    rollouts: dict[str, list[Step]] = field(default_factory=dict)  # flag → the walk's steps
 
 
 async def _run_pipeline(
@@ -71,12 +72,19 @@ async def _run_pipeline(
             timeout=600,
             progress=lambda done, total: progress.update(processing, completed=done, total=total),
         )
+        stop.set()
+        await analysis
+        await analyse_and_publish(settings, bootstrap, engine)  # the final look, on all the data
+        timeline.alerts = await read_alerts(bootstrap, topics.alerts)
+        # The rollouts step on a moved clock of their own, so the analyzer and scheduler loops
+        # (on the wall clock) are stopped first; the workers stay.
+        walking = progress.add_task("staged rollouts", total=None)
+        timeline.rollouts = await _walk_rollouts(settings, bootstrap, engine, pipeline)
+        progress.update(walking, total=1, completed=1)
     finally:
         stop.set()
         await analysis
         await pipeline.app.stop()
-    await analyse_and_publish(settings, bootstrap, engine)  # the final look, on all the data
-    timeline.alerts = await read_alerts(bootstrap, topics.alerts)
     return timeline
 
 
@@ -110,7 +118,6 @@ def run_demo(settings: Settings, users: int, report_path: Path, console: Console
     ):
         console.print(f"broker: {bootstrap}{'' if settings.kafka_url else ' (embedded Tansu)'}")
         timeline = asyncio.run(_run_pipeline(settings, bootstrap, engine, lines, progress))
-        rollouts = _walk_rollouts(settings, bootstrap, engine)
     reports = {}
     for experiment in catalog.experiments:
         report = build_report(engine, catalog, experiment.key, settings.alpha, settings.tau)
@@ -132,12 +139,14 @@ def run_demo(settings: Settings, users: int, report_path: Path, console: Console
     for key, significant in summary.items():
         console.print(f"{key}: {'significant' if significant else 'not significant'}")
     _print_alerts(engine, timeline, console)
-    _print_rollouts(rollouts, console)
+    _print_rollouts(timeline.rollouts, console)
     console.print(f"HTML report: {report_path}   ({time.monotonic() - started:.0f}s)")
     return reports
 
 
-def _walk_rollouts(settings: Settings, bootstrap: str, engine: Engine) -> dict[str, list[Step]]:
+async def _walk_rollouts(
+    settings: Settings, bootstrap: str, engine: Engine, pipeline: Pipeline
+) -> dict[str, list[Step]]:
     """A healthy new search and a payments change that raises errors by 30%, each released in
     stages 1 → 5 → 10 → 25 → 50 → 100% with metric triggers, an hour of traffic a step."""
     start = datetime.fromtimestamp(recent_start(1.0), UTC)
@@ -146,11 +155,9 @@ def _walk_rollouts(settings: Settings, bootstrap: str, engine: Engine) -> dict[s
         with Session(engine) as session, session.begin():
             rollout = RolloutIn.model_validate({**DEMO_ROLLOUT, "flag": flag})
             rollout_id = create_rollout(session, rollout, "demo", start).id
-        plan = Walk(
-            users_per_step=20_000, step=timedelta(hours=1), max_steps=12, errors_factor=factor
-        )
-        walks[flag] = asyncio.run(
-            walk_rollout(settings, bootstrap, engine, rollout_id, start, plan)
+        plan = Walk(20_000, timedelta(hours=1), max_steps=12, errors_factor=factor)
+        walks[flag] = await walk_rollout(
+            settings, bootstrap, engine, rollout_id, start, plan, pipeline
         )
     return walks
 

@@ -26,7 +26,7 @@ from jobs.replay import produce_lines, wait_until_flushed
 from jobs.scheduler import schedule_once
 from jobs.simulate import poisson
 from pipelines.topics import Topics, ensure_topics
-from pipelines.worker import build_pipeline
+from pipelines.worker import Pipeline, build_pipeline
 from sinks.alert_publisher import AlertPublisher
 from sinks.sql.models import RolloutRow
 from sinks.sql.store import load_effective_catalog
@@ -110,16 +110,26 @@ async def walk_rollout(
     rollout_id: int,
     start: datetime,
     walk: Walk,
+    pipeline: Pipeline | None = None,
 ) -> list[Step]:
-    """Steps until the schedule is released or rolled back, or ``walk.max_steps`` pass."""
+    """Steps until the schedule is released or rolled back, or ``walk.max_steps`` pass, through
+    ``pipeline`` (running) or a worker of its own."""
+    if pipeline is None:
+        topics = Topics.of(settings.namespace)
+        await ensure_topics(bootstrap, topics.layout(settings.partitions))
+        pipeline = build_pipeline(settings, bootstrap, engine)
+        await pipeline.app.start()
+        try:
+            return await walk_rollout(
+                settings, bootstrap, engine, rollout_id, start, walk, pipeline
+            )
+        finally:
+            await pipeline.app.stop()
     topics = Topics.of(settings.namespace)
-    await ensure_topics(bootstrap, topics.layout(settings.partitions))
-    pipeline = build_pipeline(settings, bootstrap, engine)
     publisher = AlertPublisher(engine, bootstrap, topics.alerts)
     options = AnalysisOptions(settings.alpha, settings.tau)
     rng = random.Random(walk.seed)
     steps: list[Step] = []
-    await pipeline.app.start()
     await publisher.start()
     try:
         for number in range(walk.max_steps):
@@ -130,6 +140,9 @@ async def walk_rollout(
                 break
             catalog = await asyncio.to_thread(load_effective_catalog, engine)
             experiment = catalog.experiment(key)
+            # The worker re-reads the catalog every flush interval; this step's comparison
+            # (new, or grown) must be known before its events arrive.
+            await asyncio.to_thread(pipeline.reload_catalog)
             at = start + walk.step * number
             lines, exposed = stage_events(
                 experiment, walk, number * walk.users_per_step, at.timestamp(), rng
@@ -146,5 +159,4 @@ async def walk_rollout(
             steps.append(Step(number, now, stage, percent, exposed, state, look.alerts))
     finally:
         await publisher.stop()
-        await pipeline.app.stop()
     return steps

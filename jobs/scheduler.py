@@ -72,8 +72,12 @@ def _due_candidates(engine: Engine, now: datetime) -> list[str]:
         return list(
             session.scalars(
                 select(ExperimentRow.key).where(
-                    ExperimentRow.status.in_(("scheduled", "running", "paused")),
-                    or_(ExperimentRow.start_at <= now, ExperimentRow.end_at <= now),
+                    or_(
+                        ExperimentRow.status.in_(("scheduled", "paused"))
+                        & (ExperimentRow.start_at <= now),
+                        ExperimentRow.status.in_(("running", "paused"))
+                        & (ExperimentRow.end_at <= now),
+                    )
                 )
             )
         )

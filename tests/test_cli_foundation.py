@@ -42,7 +42,7 @@ def test_out_of_range_setting_is_refused() -> None:
     assert "XPSTREAM_ALPHA" in result.stderr
 
 
-def test_demo_runs_the_three_experiments(tmp_path: Path) -> None:
+def test_demo_runs_the_three_experiments_and_two_rollouts(tmp_path: Path) -> None:
     env = {"XPSTREAM_DATABASE_URL": f"sqlite:///{tmp_path}/x.db"}
     report = tmp_path / "demo.html"
     result = run("demo", "--report", str(report), env=env, timeout=300)
@@ -55,8 +55,13 @@ def test_demo_runs_the_three_experiments(tmp_path: Path) -> None:
     assert '"kind": "guardrail_breach"' in result.stdout
     assert '"experiment": "risky-banner"' in result.stdout
     listed = run("alerts", "--json", env=env)
-    [alert] = json.loads(listed.stdout)
+    alert, rollout = sorted(json.loads(listed.stdout), key=lambda a: a["flag"])
     assert (alert["flag"], alert["action_taken"]) == ("banner", "rollback")
+    assert (rollout["flag"], rollout["action_taken"]) == ("payments-v2", "rollback")
+    assert rollout["rollout_schedule"] == 2 and rollout["experiment"] == "rollout:payments-v2:2"
+    # the healthy rollout walks every stage and is released; the regression is stopped early
+    assert re.search(r"rollout of search-v2:(\n  .*)*\n  50%: .* → released", result.stdout)
+    assert re.search(r"rollout of payments-v2:(\n  .*)*\n  ROLLED BACK at \d+%", result.stdout)
     users = [int(u) for u in re.findall(r"users: (\d+)", result.stdout)]
     assert users == [20_000, 20_000, 20_000]
     # per-arm user counts add up to the users simulated
