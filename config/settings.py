@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     cuped_lookback_days: float = Field(default=14.0, ge=0)
     analysis_interval_seconds: float = Field(default=5.0, gt=0)
     scheduler_interval_seconds: float = Field(default=15.0, gt=0, le=3600)
+    # Analysis history: every look of the last hours, then one per period per comparison.
+    history_full_hours: float = Field(default=24.0, ge=0, le=24 * 366)
+    history_every_seconds: float = Field(default=3600.0, gt=0, le=86400 * 31)
     # Events outside these bounds are dead-lettered (ts_out_of_range, value_out_of_range):
     # event time within [now − max age, now + max ahead], |value| at most the bound.
     event_max_age_days: float = Field(default=400.0, gt=0, le=36500)

@@ -21,7 +21,7 @@ from sinks.sql.alerts import add_alert, alert_payload
 from sinks.sql.analysis import analyse_stored
 from sinks.sql.audit import rollback_flag
 from sinks.sql.models import GuardrailStateRow, SrmStateRow
-from sinks.sql.results import record_results
+from sinks.sql.results import HistoryRetention, record_results
 from sinks.sql.rollouts import locked_rollout, roll_back, rollout_of_experiment
 from sinks.sql.store import load_effective_catalog
 from stats.analysis import AnalysisOptions
@@ -45,6 +45,7 @@ def analyze_once(
     tau: float,
     now: datetime | None = None,
     search_outbox: bool = False,
+    retention: HistoryRetention | None = None,
 ) -> Look:
     """One look: read cumulative statistics, analyse, store, act. Safe to repeat.
     ``search_outbox`` queues results and alerts for OpenSearch in the same transaction."""
@@ -58,7 +59,11 @@ def analyze_once(
     look.comparisons = len(analysis.results)
     with Session(engine) as session, session.begin():
         record_results(
-            session, [r.to_json() for r in analysis.results], look.looked_at, search_outbox
+            session,
+            [r.to_json() for r in analysis.results],
+            look.looked_at,
+            search_outbox,
+            retention,
         )
         for experiment in running:
             for check in guardrail_checks(experiment, analysis.results_of(experiment.key)):
@@ -175,12 +180,15 @@ async def run_analyzer(
     stop: asyncio.Event,
     on_alerts: Callable[[Look], None] | None = None,
     search_outbox: bool = False,
+    retention: HistoryRetention | None = None,
 ) -> None:
     """Look every ``interval`` seconds until ``stop``; a failed look is logged and retried."""
     while not stop.is_set():
         started = time.monotonic()
         try:
-            look = await asyncio.to_thread(analyze_once, engine, alpha, tau, None, search_outbox)
+            look = await asyncio.to_thread(
+                analyze_once, engine, alpha, tau, None, search_outbox, retention
+            )
         except Exception:
             log.exception("analyzer look failed; retrying in %.1fs", interval)
         else:

@@ -25,6 +25,7 @@ from pipelines.worker import build_pipeline
 from sinks.alert_publisher import AlertPublisher
 from sinks.opensearch.sink import OpenSearchSink, make_client
 from sinks.sql.migrate import migrated_engine
+from sinks.sql.results import HistoryRetention
 from stats.analysis import AnalysisOptions
 
 Role = Literal["all", "workers", "analyzer", "publisher", "shipper", "scheduler"]
@@ -64,6 +65,9 @@ async def analyzer_and_publisher(
                 stop,
                 on_alerts=alerted,
                 search_outbox=bool(settings.opensearch_url),
+                retention=HistoryRetention(
+                    settings.history_full_hours, settings.history_every_seconds
+                ),
             )
         )
     if only in ("all", "scheduler"):

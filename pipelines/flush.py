@@ -13,6 +13,7 @@ from typing import Any
 from pipelines.state_keys import (
     OFFSET_COUNTER,
     CounterKey,
+    TotalKey,
     decode_counter_value,
     decode_key,
     decode_window_value,
@@ -59,11 +60,12 @@ class Outage:
 @dataclass
 class FlushRows:
     windows: list[dict[str, Any]] = field(default_factory=list)
+    totals: list[dict[str, Any]] = field(default_factory=list)
     counters: list[dict[str, Any]] = field(default_factory=list)
     offsets: list[dict[str, Any]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.windows or self.counters or self.offsets)
+        return bool(self.windows or self.totals or self.counters or self.offsets)
 
 
 def rows_of(keys: Iterable[bytes], data: Mapping[bytes, bytes], owned: set[int]) -> FlushRows:
@@ -95,17 +97,18 @@ def rows_of(keys: Iterable[bytes], data: Mapping[bytes, bytes], owned: set[int])
                 )
             continue
         statistics, source_offset = decode_window_value(value)
-        rows.windows.append(
-            {
-                "experiment": key.experiment,
-                "variant": key.variant,
-                "metric": key.metric,
-                "window_start": key.window_start,
-                "partition": key.partition,
-                "source_offset": source_offset,
-                **dict(zip(STATISTICS, statistics, strict=True)),
-            }
-        )
+        row = {
+            "experiment": key.experiment,
+            "variant": key.variant,
+            "metric": key.metric,
+            "partition": key.partition,
+            "source_offset": source_offset,
+            **dict(zip(STATISTICS, statistics, strict=True)),
+        }
+        if isinstance(key, TotalKey):
+            rows.totals.append(row)
+        else:
+            rows.windows.append(row | {"window_start": key.window_start})
     return rows
 
 

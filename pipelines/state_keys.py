@@ -5,6 +5,8 @@ partition is always the last field, so it is read without parsing the rest:
 
 - window row: ``w␟experiment␟variant␟metric␟window_start␟partition`` → JSON
   ``[n, sum, …, num_den_sum, source_offset]`` (the statistics in ``STATISTICS`` order)
+- total:      ``t␟experiment␟variant␟metric␟partition`` → the same JSON: the partition's sum
+  over every window, kept beside them so that a look reads one row, not every window
 - counter:    ``c␟name␟key␟partition`` → JSON ``[value, source_offset]``
 - applied offset of a source partition: the counter ``c␟offset␟topic␟partition`` → JSON
   ``[offset, offset]``
@@ -21,7 +23,7 @@ import orjson
 
 from config.catalog import KEY_SEP
 
-WINDOW, COUNTER = "w", "c"
+WINDOW, TOTAL, COUNTER = "w", "t", "c"
 OFFSET_COUNTER = "offset"  # the counter name of a partition's highest applied offset
 _SEP = KEY_SEP.encode()
 
@@ -31,6 +33,13 @@ class WindowKey(NamedTuple):
     variant: str
     metric: str
     window_start: int
+    partition: int
+
+
+class TotalKey(NamedTuple):
+    experiment: str
+    variant: str
+    metric: str
     partition: int
 
 
@@ -48,6 +57,10 @@ def encode_window_key(
     ).encode()
 
 
+def encode_total_key(experiment: str, variant: str, metric: str, partition: int) -> bytes:
+    return KEY_SEP.join((TOTAL, experiment, variant, metric, str(partition))).encode()
+
+
 def encode_counter_key(name: str, key: str, partition: int) -> bytes:
     return KEY_SEP.join((COUNTER, name, key, str(partition))).encode()
 
@@ -56,11 +69,14 @@ def encode_offset_key(topic: str, partition: int) -> bytes:
     return encode_counter_key(OFFSET_COUNTER, topic, partition)
 
 
-def decode_key(raw: bytes) -> WindowKey | CounterKey:
+def decode_key(raw: bytes) -> WindowKey | TotalKey | CounterKey:
     kind, *fields = raw.decode().split(KEY_SEP)
     if kind == WINDOW:
         experiment, variant, metric, window_start, partition = fields
         return WindowKey(experiment, variant, metric, int(window_start), int(partition))
+    if kind == TOTAL:
+        experiment, variant, metric, partition = fields
+        return TotalKey(experiment, variant, metric, int(partition))
     if kind == COUNTER:
         name, key, partition = fields
         return CounterKey(name, key, int(partition))

@@ -15,13 +15,18 @@ from pipelines.attribution import Aggregates, AttributionConfig, UserAttribution
 from pipelines.events import Event, Rejection
 from pipelines.producer import partitions_for
 from pipelines.state_keys import (
+    TotalKey,
+    WindowKey,
     decode_counter_value,
+    decode_key,
     decode_window_value,
     encode_counter_key,
     encode_counter_value,
     encode_offset_key,
+    encode_total_key,
     encode_window_key,
     encode_window_value,
+    partition_of_key,
 )
 from pipelines.user_state import decode_state, encode_state
 
@@ -97,17 +102,18 @@ def aggregate_writes(
     counter as its absolute value (skipped where the stored offset shows the delta is in), and
     the partition's highest applied offset (a redelivered older message never lowers it)."""
     writes = []
+    totals: dict[tuple[str, str, str], list[float]] = {}
     for (experiment, variant, metric, window), delta in aggregates.windows.items():
         key = encode_window_key(experiment, variant, metric, window, partition)
-        previous = data.get(key)
-        if previous is None:
-            writes.append((key, encode_window_value(delta, offset)))
-            continue
-        row, source_offset = decode_window_value(previous)
-        if source_offset >= offset:
-            continue  # this message's delta is in already
-        total = [a + b for a, b in zip(row, delta, strict=True)]
-        writes.append((key, encode_window_value(total, offset)))
+        summed = totals.get((experiment, variant, metric))
+        if summed is None:
+            totals[(experiment, variant, metric)] = list(delta)
+        else:
+            summed[:] = [a + b for a, b in zip(summed, delta, strict=True)]
+        writes.extend(_added(data, key, delta, offset))
+    for (experiment, variant, metric), delta in totals.items():
+        key = encode_total_key(experiment, variant, metric, partition)
+        writes.extend(_added(data, key, delta, offset))
     for (name, key_part), increment in aggregates.counters.items():
         if not increment:
             continue
@@ -122,6 +128,45 @@ def aggregate_writes(
     highest = max(offset, applied or 0)
     writes.append((encode_offset_key(topic, partition), encode_counter_value(highest, highest)))
     return writes
+
+
+def _added(
+    data: Mapping[bytes, bytes], key: bytes, delta: list[float], offset: int
+) -> list[tuple[bytes, bytes]]:
+    """The window or total ``key`` with ``delta`` added, unless its stored offset shows the
+    delta is in already."""
+    previous = data.get(key)
+    if previous is None:
+        return [(key, encode_window_value(delta, offset))]
+    row, source_offset = decode_window_value(previous)
+    if source_offset >= offset:
+        return []
+    return [(key, encode_window_value([a + b for a, b in zip(row, delta, strict=True)], offset))]
+
+
+def missing_totals(
+    data: Mapping[bytes, bytes], partition: int, applied: int
+) -> list[tuple[bytes, bytes]]:
+    """Totals of ``partition`` summed from its window rows, for the (experiment, variant,
+    metric) that have windows but no total: state written before totals were kept. Fenced by
+    ``applied``, the offset every window already holds."""
+    sums: dict[tuple[str, str, str], list[float]] = {}
+    present: set[tuple[str, str, str]] = set()
+    for raw_key, value in data.items():
+        if partition_of_key(raw_key) != partition:
+            continue
+        key = decode_key(raw_key)
+        if isinstance(key, TotalKey):
+            present.add(key[:3])
+        elif isinstance(key, WindowKey):
+            row, _ = decode_window_value(value)
+            summed = sums.setdefault(key[:3], [0.0] * len(row))
+            summed[:] = [a + b for a, b in zip(summed, row, strict=True)]
+    return [
+        (encode_total_key(*name, partition), encode_window_value(row, applied))
+        for name, row in sums.items()
+        if name not in present
+    ]
 
 
 def dead_letter_record(rejection: Rejection, topic: str, partition: int, offset: int) -> bytes:

@@ -32,6 +32,7 @@ from pipelines.unit_of_work import (
     aggregate_writes,
     attribute_users,
     dead_letter_record,
+    missing_totals,
     split_strays,
     units_of_work,
 )
@@ -57,6 +58,7 @@ class Pipeline:
     index: CatalogIndex = field(default_factory=CatalogIndex)
     flusher: Flusher = field(default_factory=Flusher)
     verified: set[int] = field(default_factory=set)  # partitions whose state is checked
+    totals_checked: set[int] = field(default_factory=set)  # and whose totals are all there
     broker_url: str = ""
     last_record_alone: bool = False  # Tansu's end offsets (changelog.send_records)
     serial: asyncio.Lock = field(default_factory=asyncio.Lock)  # agent and tail reads alike
@@ -88,6 +90,7 @@ class Pipeline:
         """Drop revoked partitions' keys from memory: they may hold writes of a transaction
         Faust aborts on rebalance, which no committed changelog has (re-read on reassignment)."""
         self.verified -= partitions
+        self.totals_checked -= partitions
         self.skipped.forget(partitions)
         aggregates = store_dict(self.aggregates)
         for key in [k for k in aggregates if partition_of_key(k) in partitions]:
@@ -113,6 +116,12 @@ class Pipeline:
         ``through``), in units of work; serialised between the agent and the tail reads."""
         async with self.serial:
             await self.ensure_state(partition)
+            if partition not in self.totals_checked:
+                applied = self.applied(partition)
+                if applied is not None:
+                    backfill = missing_totals(store_dict(self.aggregates), partition, applied)
+                    await self.write(self.aggregates, partition, backfill, wait=True)
+                self.totals_checked.add(partition)
             complete = await self.skipped.with_skipped(
                 partition, self.applied(partition), messages, through
             )
@@ -216,6 +225,7 @@ class Pipeline:
                 rows.counters,
                 rows.offsets,
                 bool(self.settings.opensearch_url),
+                rows.totals,
             ),
         )
 

@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Text,
     func,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -168,6 +169,28 @@ class WindowAggregateRow(Base):
     source_offset: Mapped[int] = mapped_column(BigInteger, default=-1)
 
 
+class CumulativeAggregateRow(Base):
+    """A partition's absolute statistics over all its windows (the worker's totals): what the
+    analyzer reads, one row per experiment, variant, metric and partition."""
+
+    __tablename__ = "cumulative_aggregates"
+
+    experiment: Mapped[str] = mapped_column(String(128), primary_key=True)
+    variant: Mapped[str] = mapped_column(String(128), primary_key=True)
+    metric: Mapped[str] = mapped_column(String(128), primary_key=True)
+    partition: Mapped[int] = mapped_column(Integer, primary_key=True)
+    n: Mapped[float] = mapped_column(Float, default=0.0)
+    sum: Mapped[float] = mapped_column(Float, default=0.0)
+    sum_sq: Mapped[float] = mapped_column(Float, default=0.0)
+    x_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    x_sum_sq: Mapped[float] = mapped_column(Float, default=0.0)
+    xy_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    den_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    den_sum_sq: Mapped[float] = mapped_column(Float, default=0.0)
+    num_den_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    source_offset: Mapped[int] = mapped_column(BigInteger, default=-1)
+
+
 class CounterRow(Base):
     """Per-partition counters: users and crossovers per experiment, events by outcome."""
 
@@ -191,7 +214,7 @@ class PartitionOffsetRow(Base):
 
 
 class ResultHistoryRow(Base):
-    """One row per comparison per analyzer look."""
+    """One row per comparison per look, thinned out as it ages (``HistoryRetention``)."""
 
     __tablename__ = "analysis_results"
 
@@ -202,6 +225,8 @@ class ResultHistoryRow(Base):
     variant: Mapped[str] = mapped_column(String(128))
     sequential_p_value: Mapped[float | None] = mapped_column(Float)
     result: Mapped[dict[str, object]] = mapped_column(JSON)
+    # The comparison's first look of its retention period: kept once the full window passed.
+    kept: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
 
 
 class LatestResultRow(Base):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, select, update
+from sqlalchemy import Engine, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from sinks.sql.models import (
@@ -19,7 +20,7 @@ from sinks.sql.models import (
     SearchOutboxRow,
     SrmStateRow,
 )
-from sinks.sql.store import search_key
+from sinks.sql.store import as_utc, insert_for, search_key
 from stats.experiment_analysis import ComparisonKey
 
 
@@ -35,36 +36,89 @@ def running_min_p_values(engine: Engine) -> dict[ComparisonKey, float]:
         return {(e, m, v): float(p or 0.0) for e, m, v, p in conn.execute(query)}
 
 
+LATEST_COLUMNS = ("looked_at", "sequential_p_value", "result")
+
+
+@dataclass(frozen=True)
+class HistoryRetention:
+    """Every look of the last ``full_hours``; before that one look per ``every_seconds`` per
+    comparison (the first of each such period), so the lift-over-time keeps its shape."""
+
+    full_hours: float = 24.0
+    every_seconds: float = 3600.0
+
+    def period(self, moment: datetime) -> int:
+        return int(moment.timestamp() // self.every_seconds)
+
+
 def record_results(
     session: Session,
     results: list[dict[str, Any]],
     looked_at: datetime,
     search_outbox: bool = False,
+    retention: HistoryRetention | None = None,
 ) -> None:
-    """History rows and the latest view; ``search_outbox`` queues both for OpenSearch."""
-    history: list[ResultHistoryRow] = []
-    for result in results:
-        key = {
-            "experiment": result["experiment"],
-            "metric": result["metric"],
-            "variant": result["variant"],
-        }
-        p_value = result["sequential_p_value"]
-        session.add(
-            ResultHistoryRow(looked_at=looked_at, sequential_p_value=p_value, result=result, **key)
-        )
-        session.merge(
-            LatestResultRow(looked_at=looked_at, sequential_p_value=p_value, result=result, **key)
-        )
-        if search_outbox:
-            session.add(
-                SearchOutboxRow(
-                    kind="result", key=search_key(key["experiment"], key["metric"], key["variant"])
-                )
+    """A look's history rows and latest view, one statement per table; history older than the
+    retention's full window keeps one look per period. ``search_outbox`` queues both for
+    OpenSearch."""
+    retention = retention or HistoryRetention()
+    if not results:
+        return
+    previous = {
+        (e, m, v): as_utc(at)
+        for e, m, v, at in session.execute(
+            select(
+                LatestResultRow.experiment,
+                LatestResultRow.metric,
+                LatestResultRow.variant,
+                LatestResultRow.looked_at,
             )
-    if search_outbox and history:
-        session.flush()  # history ids are the keys of their documents
-        session.add_all(SearchOutboxRow(kind="history", key=str(row.id)) for row in history)
+        )
+    }
+    period = retention.period(looked_at)
+    rows = []
+    for result in results:
+        key = (result["experiment"], result["metric"], result["variant"])
+        before = previous.get(key)
+        rows.append(
+            {
+                "looked_at": looked_at,
+                "experiment": key[0],
+                "metric": key[1],
+                "variant": key[2],
+                "sequential_p_value": result["sequential_p_value"],
+                "result": result,
+                "kept": before is None or retention.period(before) != period,
+            }
+        )
+    history = insert(ResultHistoryRow)
+    if search_outbox:
+        ids = session.scalars(history.returning(ResultHistoryRow.id), rows).all()
+    else:
+        session.execute(history, rows)
+    latest = insert_for(session.get_bind(), LatestResultRow)
+    session.execute(
+        latest.on_conflict_do_update(
+            index_elements=["experiment", "metric", "variant"],
+            set_={
+                name: latest.excluded[name]
+                for name in ("looked_at", "sequential_p_value", "result")
+            },
+        ),
+        [{k: v for k, v in row.items() if k != "kept"} for row in rows],
+    )
+    session.execute(
+        delete(ResultHistoryRow).where(
+            ResultHistoryRow.looked_at < looked_at - timedelta(hours=retention.full_hours),
+            ResultHistoryRow.kept.is_(False),
+        )
+    )
+    if search_outbox:
+        outbox = [
+            {"kind": "result", "key": search_key(r["experiment"], r["metric"], r["variant"])}
+            for r in rows
+        ] + [{"kind": "history", "key": str(i)} for i in ids]
+        session.execute(insert(SearchOutboxRow), outbox)
 
 
 def latest_results(engine: Engine, experiment: str) -> list[dict[str, Any]]:

@@ -6,7 +6,17 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, delete, event, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -15,6 +25,7 @@ from config.safety import SafetySettings
 from sinks.sql.models import (
     CatalogStateRow,
     CounterRow,
+    CumulativeAggregateRow,
     ExperimentRow,
     FlagRow,
     GuardrailRow,
@@ -44,7 +55,7 @@ def make_engine(database_url: str) -> Engine:
     return create_engine(database_url, pool_pre_ping=True)
 
 
-def insert_for(engine: Engine, table: Any) -> Any:
+def insert_for(engine: Engine | Connection, table: Any) -> Any:
     dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
     return dialect.insert(table)
 
@@ -284,6 +295,7 @@ def flush_partition_state(
     counters: Sequence[dict[str, Any]],
     offsets: Sequence[dict[str, Any]],
     search_outbox: bool = False,
+    totals: Sequence[dict[str, Any]] = (),
 ) -> None:
     """Absolute values, upserted in one transaction; a row never goes back to an older offset.
     ``search_outbox`` queues the changed windows for OpenSearch in the same transaction."""
@@ -302,6 +314,15 @@ def flush_partition_state(
             WindowAggregateRow,
             windows,
             ("experiment", "variant", "metric", "window_start", "partition"),
+            (*STATISTICS, "source_offset"),
+            "source_offset",
+        )
+        _upsert_newer(
+            conn,
+            engine,
+            CumulativeAggregateRow,
+            totals,
+            ("experiment", "variant", "metric", "partition"),
             (*STATISTICS, "source_offset"),
             "source_offset",
         )
@@ -335,16 +356,15 @@ def flushed_offsets(engine: Engine, topic: str) -> dict[int, int]:
 def cumulative_arms(
     engine: Engine, experiments: Iterable[str] | None = None
 ) -> dict[tuple[str, str, str], dict[str, float]]:
-    """(experiment, variant, metric) → the sum of its window rows over windows and partitions."""
-    columns = [func.sum(getattr(WindowAggregateRow, name)).label(name) for name in STATISTICS]
-    query = select(
-        WindowAggregateRow.experiment,
-        WindowAggregateRow.variant,
-        WindowAggregateRow.metric,
-        *columns,
-    ).group_by(WindowAggregateRow.experiment, WindowAggregateRow.variant, WindowAggregateRow.metric)
+    """(experiment, variant, metric) → its cumulative statistics: the partitions' totals, one
+    row each, however many windows the experiment has run (docs/design.md §3)."""
+    table = CumulativeAggregateRow
+    columns = [func.sum(getattr(table, name)).label(name) for name in STATISTICS]
+    query = select(table.experiment, table.variant, table.metric, *columns).group_by(
+        table.experiment, table.variant, table.metric
+    )
     if experiments is not None:
-        query = query.where(WindowAggregateRow.experiment.in_(list(experiments)))
+        query = query.where(table.experiment.in_(list(experiments)))
     with engine.connect() as conn:
         return {
             (row.experiment, row.variant, row.metric): {
@@ -387,5 +407,5 @@ def counter_totals(engine: Engine, name: str) -> dict[str, float]:
 def reset_pipeline_state(engine: Engine) -> None:
     """Forget all pipeline output (aggregates, counters, offsets); the catalog stays."""
     with engine.begin() as conn:
-        for table in (WindowAggregateRow, CounterRow, PartitionOffsetRow):
+        for table in (WindowAggregateRow, CumulativeAggregateRow, CounterRow, PartitionOffsetRow):
             conn.execute(delete(table))

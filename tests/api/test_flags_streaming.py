@@ -29,9 +29,10 @@ from sinks.sql.audit import rollback_flag
 from sinks.sql.keys import create_api_key
 from sinks.sql.migrate import upgrade_to_head
 from sinks.sql.models import FlagRow
-from sinks.sql.store import as_utc, flush_partition_state, make_engine, save_catalog
+from sinks.sql.store import as_utc, make_engine, save_catalog
 from stats.sufficient import STATISTICS
 from tests.api.conftest import live_server
+from tests.jobs.conftest import write_window_rows
 from tests.pipeline.conftest import XPSTREAM
 
 CATALOG: dict[str, Any] = {
@@ -116,7 +117,7 @@ def test_an_analyzer_rollback_reaches_a_streaming_sdk_within_2_seconds(
     wait_for_subscribers(app, 1)
     assert growthbook.get_feature_value("banner", None) is True  # in the experiment
     before = httpx.get(f"{url}/api/features/{client_key}").json()["dateUpdated"]
-    flush_partition_state(engine, breaching_windows(), [], [])
+    write_window_rows(engine, breaching_windows())
     env = {
         **os.environ,
         "XPSTREAM_DATABASE_URL": str(engine.url),

@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 from config.catalog import parse_catalog
 from sinks.sql.migrate import upgrade_to_head
 from sinks.sql.store import flush_partition_state, make_engine, save_catalog
+from stats.sufficient import STATISTICS
 
 GUARDED: dict[str, Any] = {
     "metrics": [
@@ -94,7 +95,24 @@ def write_users(engine: Engine, frame: pd.DataFrame, offset: int = 0) -> None:
                 "source_offset": offset,
             }
         )
-    flush_partition_state(engine, rows, [], [])
+    write_window_rows(engine, rows)
+
+
+def write_window_rows(engine: Engine, windows: list[dict[str, Any]]) -> None:
+    """Window rows as a worker flushes them, with the partitions' totals beside them."""
+    totals: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for row in windows:
+        key = (row["experiment"], row["variant"], row["metric"], row["partition"])
+        total = totals.setdefault(
+            key,
+            {"experiment": key[0], "variant": key[1], "metric": key[2], "partition": key[3]}
+            | dict.fromkeys(STATISTICS, 0.0)
+            | {"source_offset": -1},
+        )
+        for name in STATISTICS:
+            total[name] += row[name]
+        total["source_offset"] = max(total["source_offset"], row["source_offset"])
+    flush_partition_state(engine, windows, [], [], totals=list(totals.values()))
 
 
 def oracle_relative(frame: pd.DataFrame, metric: str) -> tuple[float, float]:

@@ -34,7 +34,8 @@ def check_against_ground_truth(engine: sa.Engine, event_file: EventFile) -> None
         for stat in STATS:
             assert got[stat] == pytest.approx(expected[stat], rel=1e-9, abs=1e-6), (key, stat)
     assert counter_totals(engine, "crossovers") == pytest.approx(crossover_users(event_file.clean))
-    # Window rows add up to the cumulative statistics.
+    # The window rows add up to the totals the workers keep beside them (what the analyzer
+    # reads), to the last bits of a double.
     for experiment in event_file.catalog.experiments:
         summed: dict[tuple[str, str], np.ndarray] = {}
         for row in window_rows(engine, experiment.key):

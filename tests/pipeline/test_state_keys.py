@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from config.catalog import KEY_SEP
 from pipelines.state_keys import (
     CounterKey,
+    TotalKey,
     WindowKey,
     decode_counter_value,
     decode_key,
@@ -16,6 +17,7 @@ from pipelines.state_keys import (
     encode_counter_key,
     encode_counter_value,
     encode_offset_key,
+    encode_total_key,
     encode_window_key,
     encode_window_value,
     partition_of_key,
@@ -34,6 +36,15 @@ def test_window_keys_round_trip(
 ) -> None:
     raw = encode_window_key(experiment, variant, metric, window_start, partition)
     assert decode_key(raw) == WindowKey(experiment, variant, metric, window_start, partition)
+    assert partition_of_key(raw) == partition
+
+
+@given(texts, texts, texts, partitions)
+def test_total_keys_round_trip(experiment: str, variant: str, metric: str, partition: int) -> None:
+    raw = encode_total_key(experiment, variant, metric, partition)
+    decoded = decode_key(raw)
+    assert isinstance(decoded, TotalKey)
+    assert decoded == TotalKey(experiment, variant, metric, partition)
     assert partition_of_key(raw) == partition
 
 
