@@ -6,9 +6,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
-from config.catalog import MAX_RULES, Experiment, FlagType, Guardrail, Variant
+from config.catalog import MAX_RULES, Experiment, FlagType, Guardrail, Variant, utc_time
 
 UserId = Field(min_length=1, max_length=256)
 
@@ -107,6 +107,11 @@ class ScheduleIn(BaseModel):
 
     start_at: AwareDatetime | None = None
     end_at: AwareDatetime | None = None
+
+    @field_validator("start_at", "end_at")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        return utc_time(value)
 
 
 class RollbackIn(BaseModel):

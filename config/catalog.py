@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -34,6 +35,22 @@ MAX_MIN_USERS = 10**9
 WEIGHT_TOLERANCE = 0.01  # as GrowthBook; a catalog whose weights miss 1 by more is refused
 # Joins catalog keys into composite keys (state tables, search outbox): KEY_PATTERN excludes it.
 KEY_SEP = "\x1f"
+
+
+def utc_time(value: datetime | None) -> datetime | None:
+    """A schedule's time in UTC; one without an offset, or beyond the years 1970-9999, is
+    refused."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError("a time with its UTC offset (e.g. 2026-01-31T09:00:00Z)")
+    try:
+        moment = value.astimezone(UTC)
+    except OverflowError:
+        moment = None
+    if moment is None or not 1970 <= moment.year <= 9999:
+        raise ValueError("a time between the years 1970 and 9999")
+    return moment
 
 
 class CatalogError(ValueError):
@@ -210,9 +227,7 @@ class Experiment(BaseModel):
     @field_validator("start_at", "end_at", "started_at", "stopped_at")
     @classmethod
     def _utc(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            raise ValueError("a time with its UTC offset (e.g. 2026-01-31T09:00:00Z)")
-        return None if value is None else value.astimezone(UTC)
+        return utc_time(value)
 
     @field_validator("seed")
     @classmethod
@@ -279,7 +294,7 @@ class Catalog(BaseModel):
             ("flags", [f.key for f in self.flags]),
             ("experiments", [e.key for e in self.experiments]),
         ):
-            duplicates = sorted({k for k in keys if keys.count(k) > 1})
+            duplicates = sorted(k for k, times in Counter(keys).items() if times > 1)
             if duplicates:
                 raise ValueError(f"{kind}: duplicate keys {duplicates}")
         for i, metric in enumerate(self.metrics):

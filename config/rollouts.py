@@ -4,7 +4,7 @@ user as the stage grows. Pure: the models and what a schedule puts into the cata
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from itertools import pairwise
 from typing import Any, Literal
 
@@ -19,6 +19,7 @@ from config.catalog import (
     ForceRule,
     Guardrail,
     Variant,
+    utc_time,
 )
 
 Trigger = Literal["time", "metric", "manual"]
@@ -43,9 +44,7 @@ class Stage(BaseModel):
     @field_validator("at")
     @classmethod
     def _utc(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            raise ValueError("a time with its UTC offset (e.g. 2026-01-31T09:00:00Z)")
-        return None if value is None else value.astimezone(UTC)
+        return utc_time(value)
 
     @model_validator(mode="after")
     def _monitored(self) -> Stage:

@@ -8,12 +8,13 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from config.catalog import Experiment
@@ -25,7 +26,13 @@ from sinks.sql.results import HistoryRetention, record_results
 from sinks.sql.rollouts import locked_rollout, roll_back, rollout_of_experiment
 from sinks.sql.store import load_effective_catalog
 from stats.analysis import AnalysisOptions
-from stats.experiment_analysis import Analysis, GuardrailCheck, SrmResult, guardrail_checks
+from stats.experiment_analysis import (
+    Analysis,
+    ComparisonResult,
+    GuardrailCheck,
+    SrmResult,
+    guardrail_checks,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +64,11 @@ def analyze_once(
         return look
     analysis = analyse_stored(engine, catalog, running, AnalysisOptions(alpha, tau))
     look.comparisons = len(analysis.results)
+    results: dict[str, list[ComparisonResult]] = defaultdict(list)
+    for result in analysis.results:
+        results[result.experiment].append(result)
+    srms = {srm.experiment: srm for srm in analysis.srm}
+    keys = [e.key for e in running]
     with Session(engine) as session, session.begin():
         record_results(
             session,
@@ -65,22 +77,45 @@ def analyze_once(
             search_outbox,
             retention,
         )
+        # Every state row of the look in two reads, not one per comparison.
+        states = States(
+            {
+                (s.experiment, s.metric, s.variant): s
+                for s in session.scalars(
+                    select(GuardrailStateRow).where(GuardrailStateRow.experiment.in_(keys))
+                )
+            },
+            {
+                s.experiment: s
+                for s in session.scalars(
+                    select(SrmStateRow).where(SrmStateRow.experiment.in_(keys))
+                )
+            },
+        )
         for experiment in running:
-            for check in guardrail_checks(experiment, analysis.results_of(experiment.key)):
-                _apply_guardrail(session, experiment, check, look)
-            srm = analysis.srm_of(experiment.key)
+            for check in guardrail_checks(experiment, results[experiment.key]):
+                _apply_guardrail(session, experiment, check, look, states)
+            srm = srms.get(experiment.key)
             if srm is not None:
-                _apply_srm(session, experiment, srm, analysis, look)
+                _apply_srm(session, experiment, srm, analysis, look, states)
     return look
 
 
+@dataclass
+class States:
+    """The guardrail and SRM state rows of the experiments a look analyses."""
+
+    guardrails: dict[tuple[str, str, str], GuardrailStateRow]
+    srm: dict[str, SrmStateRow]
+
+
 def _apply_guardrail(
-    session: Session, experiment: Experiment, check: GuardrailCheck, look: Look
+    session: Session, experiment: Experiment, check: GuardrailCheck, look: Look, states: States
 ) -> None:
     key = (experiment.key, check.guardrail.metric, check.variant)
-    state = session.get(GuardrailStateRow, key)
+    state = states.guardrails.get(key)
     if state is None:
-        state = GuardrailStateRow(
+        state = states.guardrails[key] = GuardrailStateRow(
             experiment=key[0], metric=key[1], variant=key[2], action_taken="none"
         )
         session.add(state)
@@ -145,10 +180,13 @@ def _apply_srm(
     srm: SrmResult,
     analysis: Analysis,
     look: Look,
+    states: States,
 ) -> None:
-    state = session.get(SrmStateRow, experiment.key)
+    state = states.srm.get(experiment.key)
     if state is None:
-        state = SrmStateRow(experiment=experiment.key, alert_open=False)
+        state = states.srm[experiment.key] = SrmStateRow(
+            experiment=experiment.key, alert_open=False
+        )
         session.add(state)
     state.looked_at, state.p_value, state.mismatch = look.looked_at, srm.p_value, srm.mismatch
     if not srm.mismatch:

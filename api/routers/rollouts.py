@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 
 from api import rollout_service as service
 from api.deps import Admin, Reader, StateDep, Writer
@@ -16,6 +16,7 @@ from config.rollouts import RolloutIn
 from config.safety import SafetySettings
 
 router = APIRouter(prefix="/v1", tags=["rollouts and safety"], route_class=StrictJsonRoute)
+RolloutId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
 @router.post("/rollout-schedules", status_code=201)
@@ -32,13 +33,13 @@ def list_rollouts(state: StateDep, _caller: Reader) -> list[dict[str, Any]]:
 
 
 @router.get("/rollout-schedules/{rollout_id}")
-def get_rollout(rollout_id: int, state: StateDep, _caller: Reader) -> dict[str, Any]:
+def get_rollout(rollout_id: RolloutId, state: StateDep, _caller: Reader) -> dict[str, Any]:
     return service.public(state.engine, rollout_id)
 
 
 @router.post("/rollout-schedules/{rollout_id}/{action}")
 def move_rollout(
-    rollout_id: int,
+    rollout_id: RolloutId,
     action: Move,
     state: StateDep,
     caller: Writer,

@@ -39,6 +39,9 @@ def running_min_p_values(engine: Engine) -> dict[ComparisonKey, float]:
 LATEST_COLUMNS = ("looked_at", "sequential_p_value", "result")
 
 
+LATEST_COLUMNS = ("looked_at", "sequential_p_value", "result")
+
+
 @dataclass(frozen=True)
 class HistoryRetention:
     """Every look of the last ``full_hours``; before that one look per ``every_seconds`` per
@@ -91,20 +94,16 @@ def record_results(
                 "kept": before is None or retention.period(before) != period,
             }
         )
-    history = insert(ResultHistoryRow)
-    if search_outbox:
-        ids = session.scalars(history.returning(ResultHistoryRow.id), rows).all()
-    else:
-        session.execute(history, rows)
-    latest = insert_for(session.get_bind(), LatestResultRow)
-    session.execute(
+    # With RETURNING, SQLAlchemy sends a many-row executemany as multi-row VALUES statements
+    # ("insertmanyvalues", 1,000 rows a page, compiled once) on Postgres and SQLite alike.
+    conn = session.connection()
+    ids = conn.scalars(insert(ResultHistoryRow).returning(ResultHistoryRow.id), rows).all()
+    latest = insert_for(conn, LatestResultRow)
+    conn.execute(
         latest.on_conflict_do_update(
             index_elements=["experiment", "metric", "variant"],
-            set_={
-                name: latest.excluded[name]
-                for name in ("looked_at", "sequential_p_value", "result")
-            },
-        ),
+            set_={name: latest.excluded[name] for name in LATEST_COLUMNS},
+        ).returning(LatestResultRow.experiment),
         [{k: v for k, v in row.items() if k != "kept"} for row in rows],
     )
     session.execute(

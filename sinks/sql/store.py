@@ -6,6 +6,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import orjson
 from sqlalchemy import (
     Connection,
     Engine,
@@ -40,9 +41,13 @@ from sinks.sql.models import (
 from stats.sufficient import STATISTICS
 
 
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()  # JSON columns: a look writes thousands of documents
+
+
 def make_engine(database_url: str) -> Engine:
     if database_url.startswith("sqlite"):
-        engine = create_engine(database_url, connect_args={"timeout": 30})
+        engine = create_engine(database_url, connect_args={"timeout": 30}, json_serializer=_json)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(connection: Any, _record: Any) -> None:
@@ -52,7 +57,7 @@ def make_engine(database_url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(database_url, pool_pre_ping=True)
+    return create_engine(database_url, pool_pre_ping=True, json_serializer=_json)
 
 
 def insert_for(engine: Engine | Connection, table: Any) -> Any:

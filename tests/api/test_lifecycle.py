@@ -196,3 +196,19 @@ def test_a_schedule_makes_a_draft_scheduled_and_clearing_it_a_draft_again(
     assert naive.status_code == 422 and "start_at" in naive.text
     cleared = client.put("/v1/experiments/pricing/schedule", json={}, headers=developer)
     assert cleared.json()["status"] == "draft" and cleared.json()["start_at"] is None
+
+
+@pytest.mark.parametrize(
+    "moment", ["0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00", "1969-07-20T20:17:00Z"]
+)
+def test_times_out_of_range_are_refused_naming_the_field(
+    client: TestClient, developer: dict[str, str], moment: str
+) -> None:
+    scheduled = client.put(
+        "/v1/experiments/pricing/schedule", json={"end_at": moment}, headers=developer
+    )
+    assert scheduled.status_code == 422 and "end_at" in scheduled.text, scheduled.text
+    created = client.post(
+        "/v1/experiments", json={**DRAFT, "key": "other", "start_at": moment}, headers=developer
+    )
+    assert created.status_code == 422 and "start_at" in created.text, created.text
