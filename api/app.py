@@ -14,20 +14,21 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 from swagger_ui_bundle import swagger_ui_path
 
-from api.auth import SECURITY_SCHEME, Authentication
+from api.auth import RETRY_AFTER_SECONDS, SECURITY_SCHEME, Authentication
 from api.catalog_watch import CatalogWatch
 from api.metrics import MetricsAndLimits, store_families
 from api.routers import assignments, catalog, evaluation, events, ops, reports, rollouts, sdk
-from api.state import ApiState
+from api.state import ApiState, DatabaseUnavailableError
 from api.strict_json import validation_error
 from config.settings import Settings
 from pipelines.events import MAX_ENVELOPE_BYTES
 from sinks.opensearch.sink import backlog as search_backlog
 from sinks.sql.alerts import count_alerts
 from sinks.sql.results import rolled_back_flags
-from sinks.sql.store import counter_totals
+from sinks.sql.store import counter_totals, unavailable
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,19 @@ def create_app(settings: Settings, engine: Engine, bootstrap: str) -> FastAPI:
     state.metrics.add_store_collector(collect)
 
     app.add_exception_handler(RequestValidationError, validation_error)
+
+    @app.exception_handler(DBAPIError)
+    @app.exception_handler(DatabaseUnavailableError)
+    async def database_away(request: Request, exc: Exception) -> JSONResponse:
+        """Reads the last catalog can answer still do; what needs the database waits for it."""
+        if not isinstance(exc, DatabaseUnavailableError) and not unavailable(exc):
+            return await unexpected(request, exc)
+        state.outage.failed(exc)  # one warning per outage, the rest at DEBUG
+        return JSONResponse(
+            {"detail": "the database is unavailable; retry later"},
+            status_code=503,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

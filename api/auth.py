@@ -19,6 +19,7 @@ from fastapi import HTTPException, Request
 from sqlalchemy import Engine
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from pipelines.flush import Outage
 from sinks.sql.keys import resolve_api_key
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "developer": frozenset({"read", "analyse", "write"}),
     "admin": frozenset({"assign", "ingest", "read", "analyse", "write", "admin"}),
 }
+RETRY_AFTER_SECONDS = 5  # what a 503 for an away database asks clients to wait
 KEY_CACHE_SECONDS = 5.0  # a key revoked by another API process works here this long at most
 KEY_CACHE_SIZE = 10_000
 # ``xps_<key_id: 12 hex>_<secret: 43 url-safe base64>``: anything else is refused unread.
@@ -69,13 +71,12 @@ class KeyCache:
         self.size = size
         self._entries: OrderedDict[bytes, tuple[float, Caller]] = OrderedDict()
 
-    def lookup(self, token: str) -> Caller | None:
+    def lookup(self, token: str, stale: bool = False) -> Caller | None:
+        """The key verified lately; with ``stale``, also one whose few seconds have passed
+        (while the database cannot be asked, the last answer stands)."""
         digest = hashlib.sha256(token.encode()).digest()
         hit = self._entries.get(digest)
-        if hit is None:
-            return None
-        if hit[0] <= time.monotonic():
-            del self._entries[digest]
+        if hit is None or (hit[0] <= time.monotonic() and not stale):
             return None
         self._entries.move_to_end(digest)
         return hit[1]
@@ -132,6 +133,7 @@ class Authenticator:
     engine: Engine
     keys: KeyCache = field(default_factory=KeyCache)
     limiter: FailedAuthLimiter = field(default_factory=FailedAuthLimiter)
+    outage: Outage = field(default_factory=lambda: Outage("API key check", 0.0))
 
     async def caller(self, token: str) -> Caller | None:
         """The key behind ``token``: malformed tokens never reach the cache or the database,
@@ -140,7 +142,19 @@ class Authenticator:
             return None
         caller = self.keys.lookup(token)
         if caller is None:
-            found = await asyncio.to_thread(resolve_api_key, self.engine, token)
+            try:
+                found = await asyncio.to_thread(resolve_api_key, self.engine, token)
+            except Exception as error:  # the database is away: keys seen before still work
+                self.outage.failed(error)
+                caller = self.keys.lookup(token, stale=True)
+                if caller is None:
+                    raise HTTPException(
+                        503,
+                        "the key cannot be checked now: the database is away; retry",
+                        {"Retry-After": str(RETRY_AFTER_SECONDS)},
+                    ) from None
+                return caller
+            self.outage.recovered()
             if found is not None:
                 caller = Caller(*found)
                 self.keys.remember(token, caller)
@@ -193,7 +207,11 @@ class Authentication:
                 address, "", "missing API key: send Authorization: Bearer <key>"
             )
         else:
-            caller = await self.authenticator.caller(token)
+            try:
+                caller = await self.authenticator.caller(token)
+            except HTTPException as unavailable:
+                await _send_error(send, unavailable)
+                return
             if caller is not None:
                 scope.setdefault("state", {})["caller"] = caller
                 await self.app(scope, receive, send)

@@ -19,6 +19,7 @@ from api.metrics import ApiMetrics
 from config.catalog import Catalog, Experiment
 from config.settings import Settings
 from pipelines.events import CatalogIndex, EventBounds
+from pipelines.flush import Outage
 from sinks.sql.models import CatalogStateRow, FlagRow
 from sinks.sql.store import as_utc, read_catalog
 from stats.assignment import bucket_ranges, fnv1a32
@@ -29,6 +30,10 @@ CATALOG_SECONDS = 1.0  # a rollback by the analyzer (another process) reaches as
 
 class BrokerUnavailableError(RuntimeError):
     pass
+
+
+class DatabaseUnavailableError(RuntimeError):
+    """The database is away and nothing read earlier can answer: the API answers 503."""
 
 
 @dataclass(frozen=True)
@@ -110,52 +115,78 @@ class ApiState:
     )
     _snapshot: CatalogSnapshot | None = None
     _reading: asyncio.Future[CatalogSnapshot] | None = None
+    _reading_generation: int = 0
+    _generation: int = 0  # bumped by every catalog change this process makes
+    _read_generation: int = -1  # the generation the snapshot was read at
     _producer: AIOKafkaProducer | None = None
     _producer_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    outage: Outage = field(default_factory=lambda: Outage("catalog read", 1.0, cap=5.0))
 
     def __post_init__(self) -> None:
         self.auth = Authenticator(self.engine)
 
+    def _changed_since_read(self) -> bool:
+        return self._snapshot is None or self._read_generation != self._generation
+
     def catalog(self) -> CatalogSnapshot:
-        """The snapshot, read again when stale: for routes that run in a thread."""
+        """The snapshot, read again when stale: for routes that run in a thread. While the
+        database is away the last snapshot stays in force."""
         snapshot = self._snapshot
-        if snapshot is None or time.monotonic() - snapshot.taken_at > CATALOG_SECONDS:
-            snapshot = self._snapshot = CatalogSnapshot.read(
-                self.engine, EventBounds.of(self.settings)
-            )
+        if (
+            snapshot is None
+            or self._changed_since_read()
+            or time.monotonic() - snapshot.taken_at > CATALOG_SECONDS
+        ):
+            snapshot = self._read(self._generation) or snapshot
+        if snapshot is None:
+            raise DatabaseUnavailableError("no catalog read yet, and the database is away")
         return snapshot
 
     async def current_catalog(self) -> CatalogSnapshot:
         """The snapshot for async routes. A stale one is still served while a single read, in
-        a thread, replaces it: requests neither wait for the database nor all read it at once;
+        a thread, replaces it: requests neither wait for the database nor all read it at once.
+        After a change made here the next request waits for the read (it must see the change);
         while the database is away the last snapshot stays in force."""
         snapshot = self._snapshot
         stale = snapshot is None or time.monotonic() - snapshot.taken_at > CATALOG_SECONDS
         reading = self._reading
-        if stale and reading is None:
-            reading = self._reading = asyncio.ensure_future(self._refresh())
-        if snapshot is None:
+        if (stale or self._changed_since_read()) and (
+            reading is None or self._reading_generation != self._generation
+        ):
+            reading = self._reading = asyncio.ensure_future(self._refresh(self._generation))
+            self._reading_generation = self._generation
+        if snapshot is None or self._changed_since_read():
             assert reading is not None
-            return await asyncio.shield(reading)
+            snapshot = await asyncio.shield(reading)
         return snapshot
 
-    async def _refresh(self) -> CatalogSnapshot:
+    async def _refresh(self, generation: int) -> CatalogSnapshot:
         try:
-            snapshot = await asyncio.to_thread(
-                CatalogSnapshot.read, self.engine, EventBounds.of(self.settings)
-            )
-        except Exception as error:
-            if self._snapshot is None:
-                raise
-            log.warning("catalog refresh failed (%s); serving the last catalog", error)
-            return self._snapshot
+            snapshot = await asyncio.to_thread(self._read, generation)
         finally:
-            self._reading = None
-        self._snapshot = snapshot
+            if self._reading_generation == generation:
+                self._reading = None
+        if snapshot is None:
+            if self._snapshot is None:
+                raise DatabaseUnavailableError("no catalog read yet, and the database is away")
+            return self._snapshot
+        return snapshot
+
+    def _read(self, generation: int) -> CatalogSnapshot | None:
+        """A new snapshot, or None while the database is away (one warning per outage)."""
+        if self._snapshot is not None and not self.outage.due():
+            return None
+        try:
+            snapshot = CatalogSnapshot.read(self.engine, EventBounds.of(self.settings))
+        except Exception as error:
+            self.outage.failed(error)
+            return None
+        self.outage.recovered()
+        self._snapshot, self._read_generation = snapshot, generation
         return snapshot
 
     def catalog_changed(self) -> None:
-        self._snapshot = None
+        self._generation += 1
 
     async def producer(self) -> AIOKafkaProducer:
         """The producer, started on first use; BrokerUnavailableError when it cannot connect."""

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import orjson
+import psycopg
 from sqlalchemy import (
     Connection,
     Engine,
@@ -19,6 +21,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import InterfaceError
 from sqlalchemy.orm import Session
 
 from config.catalog import KEY_SEP, Catalog, Experiment, Flag, Guardrail, Metric, Variant
@@ -58,6 +61,17 @@ def make_engine(database_url: str) -> Engine:
 
         return engine
     return create_engine(database_url, pool_pre_ping=True, json_serializer=_json)
+
+
+def unavailable(error: BaseException) -> bool:
+    """The database cannot be reached or is busy (retry later), as opposed to a statement that
+    fails: psycopg's OperationalError is about the connection; SQLite's only when locked."""
+    orig = getattr(error, "orig", None)
+    if isinstance(error, InterfaceError) or getattr(error, "connection_invalidated", False):
+        return True
+    if isinstance(orig, psycopg.OperationalError):
+        return True
+    return isinstance(orig, sqlite3.OperationalError) and "locked" in str(orig)
 
 
 def insert_for(engine: Engine | Connection, table: Any) -> Any:

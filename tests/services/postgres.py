@@ -56,6 +56,11 @@ class PostgresCluster:
             "UTF8",
             "--no-locale",
         )
+        self.resume()
+        return self
+
+    def resume(self) -> None:
+        """Start the server on the cluster's data (again, after :meth:`crash`)."""
         options = (
             f"-c listen_addresses={HOST} -p {self.port} -k {self.datadir} "
             "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
@@ -73,7 +78,11 @@ class PostgresCluster:
         )
         self.started = True
         wait_for_port(self.port, 10)
-        return self
+
+    def crash(self) -> None:
+        """Stop at once, as a lost database server would (``pg_ctl stop -m immediate``)."""
+        self._run(pg_binary("pg_ctl"), "-D", str(self.datadir / "data"), "-m", "immediate", "stop")
+        self.started = False
 
     def stop(self) -> None:
         if self.started:
