@@ -19,7 +19,7 @@ from fastapi import HTTPException, Request
 from sqlalchemy import Engine
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from pipelines.flush import Outage
+from sinks.outage import Outage
 from sinks.sql.keys import resolve_api_key
 
 log = logging.getLogger(__name__)

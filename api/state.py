@@ -19,7 +19,7 @@ from api.metrics import ApiMetrics
 from config.catalog import Catalog, Experiment
 from config.settings import Settings
 from pipelines.events import CatalogIndex, EventBounds
-from pipelines.flush import Outage
+from sinks.outage import Outage
 from sinks.sql.models import CatalogStateRow, FlagRow
 from sinks.sql.store import as_utc, read_catalog
 from stats.assignment import bucket_ranges, fnv1a32

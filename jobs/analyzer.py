@@ -18,13 +18,14 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from config.catalog import Experiment
+from sinks.outage import Outage
 from sinks.sql.alerts import add_alert, alert_payload
 from sinks.sql.analysis import analyse_stored
 from sinks.sql.audit import rollback_flag
 from sinks.sql.models import GuardrailStateRow, SrmStateRow
 from sinks.sql.results import HistoryRetention, record_results
 from sinks.sql.rollouts import locked_rollout, roll_back, rollout_of_experiment
-from sinks.sql.store import load_effective_catalog
+from sinks.sql.store import load_effective_catalog, unavailable
 from stats.analysis import AnalysisOptions
 from stats.experiment_analysis import (
     Analysis,
@@ -221,15 +222,20 @@ async def run_analyzer(
     retention: HistoryRetention | None = None,
 ) -> None:
     """Look every ``interval`` seconds until ``stop``; a failed look is logged and retried."""
+    outage = Outage("analyzer look", 0.0)
     while not stop.is_set():
         started = time.monotonic()
         try:
             look = await asyncio.to_thread(
                 analyze_once, engine, alpha, tau, None, search_outbox, retention
             )
-        except Exception:
-            log.exception("analyzer look failed; retrying in %.1fs", interval)
+        except Exception as error:
+            if unavailable(error):  # the database is away: one warning, not one per look
+                outage.failed(error)
+            else:
+                log.exception("analyzer look failed; retrying in %.1fs", interval)
         else:
+            outage.recovered()
             if look.alerts and on_alerts is not None:
                 on_alerts(look)
         remaining = interval - (time.monotonic() - started)

@@ -93,11 +93,11 @@ async def _standalone(settings: Settings, bootstrap: str, engine: Engine, only: 
 
 def run(settings: Settings, only: Role) -> None:
     if only == "scheduler":  # the database is all it needs
-        with migrated_engine(settings.database_url) as engine:
+        with migrated_engine(settings.database_url, wait=True) as engine:
             asyncio.run(_standalone(settings, "", engine, only))
         return
     with (
-        migrated_engine(settings.database_url) as engine,
+        migrated_engine(settings.database_url, wait=True) as engine,
         broker_url(settings.kafka_url) as bootstrap,
     ):
         topics = Topics.of(settings.namespace)
@@ -166,7 +166,7 @@ def run_kinesis_bridge(
             await producer.stop()
 
     with (
-        migrated_engine(settings.database_url) as engine,
+        migrated_engine(settings.database_url, wait=True) as engine,
         broker_url(settings.kafka_url) as bootstrap,
     ):
         asyncio.run(bridge(bootstrap, engine))

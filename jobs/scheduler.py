@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from config.catalog import Catalog, Experiment
 from config.lifecycle import due, transition
 from config.rollouts import RolloutIn, Stage
+from sinks.outage import Outage
 from sinks.sql.analysis import analyse_stored
 from sinks.sql.audit import audit
 from sinks.sql.models import ExperimentRow, GuardrailStateRow, RolloutRow
@@ -31,6 +32,7 @@ from sinks.sql.store import (
     bump_catalog_version,
     load_effective_catalog,
     read_catalog,
+    unavailable,
     write_experiment,
 )
 from stats.analysis import AnalysisOptions
@@ -195,13 +197,18 @@ async def run_scheduler(
     clock: Clock = system_clock,
 ) -> None:
     """A pass every ``interval`` seconds until ``stop``; a failed pass is logged and retried."""
+    outage = Outage("scheduler pass", 0.0)
     while not stop.is_set():
         started = time.monotonic()
         try:
             tick = await asyncio.to_thread(schedule_once, engine, options, clock())
-        except Exception:
-            log.exception("scheduler pass failed; retrying in %.1fs", interval)
+        except Exception as error:
+            if unavailable(error):  # the database is away: one warning, not one per pass
+                outage.failed(error)
+            else:
+                log.exception("scheduler pass failed; retrying in %.1fs", interval)
         else:
+            outage.recovered()
             for key, action in tick.transitions:
                 log.info("scheduler: experiment %s %s", key, action)
             for rollout_id, stage in tick.advanced:

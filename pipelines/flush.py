@@ -1,11 +1,9 @@
-"""The flush: state keys of the partitions a worker owns → absolute SQL rows → one upsert, and
+"""The flush: state keys of the partitions a worker owns → absolute SQL rows → one upsert, with
 the backoff that keeps a worker alive while the database is away."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,43 +16,8 @@ from pipelines.state_keys import (
     decode_key,
     decode_window_value,
 )
+from sinks.outage import Outage
 from stats.sufficient import STATISTICS
-
-log = logging.getLogger(__name__)
-
-
-@dataclass
-class Outage:
-    """Backoff for a step whose dependency is away: tries wait ``base`` seconds, doubling up to
-    ``cap``; one warning when the outage starts and one when it ends, the rest at DEBUG."""
-
-    what: str
-    base: float
-    cap: float = 30.0
-    failures: int = 0
-    retry_at: float = 0.0
-
-    def due(self) -> bool:
-        return time.monotonic() >= self.retry_at
-
-    def failed(self, error: BaseException) -> None:
-        delay = min(self.cap, self.base * 2**self.failures)
-        level = logging.WARNING if self.failures == 0 else logging.DEBUG
-        log.log(
-            level,
-            "%s failed (%s: %s); retrying in %.1fs",
-            self.what,
-            type(error).__name__,
-            str(error)[:200],
-            delay,
-        )
-        self.failures += 1
-        self.retry_at = time.monotonic() + delay
-
-    def recovered(self) -> None:
-        if self.failures:
-            log.warning("%s works again after %d failed tries", self.what, self.failures)
-        self.failures, self.retry_at = 0, 0.0
 
 
 @dataclass
@@ -115,8 +78,8 @@ def rows_of(keys: Iterable[bytes], data: Mapping[bytes, bytes], owned: set[int])
 @dataclass
 class Flusher:
     """Which keys the next flush writes (``dirty`` ones, or all after ``full`` is set) and the
-    write itself. A failed write loses nothing: its keys stay dirty and the next flush, after
-    a backoff, retries them (the state and Kafka keep the data; SQL receives absolute values)."""
+    write itself. A failed write loses nothing: the next flush, after a backoff, writes every
+    key (the state and Kafka keep the data; SQL receives absolute values)."""
 
     dirty: set[bytes] = field(default_factory=set)
     full: bool = True
@@ -138,7 +101,9 @@ class Flusher:
             if rows:
                 await asyncio.to_thread(write, rows)
         except Exception as error:  # whatever the database says, the worker lives on
-            self.dirty |= keys
+            # The database may come back from a crash or a failover without its last commits:
+            # the first flush after it writes every row again, not only the dirty ones.
+            self.full = True
             self.outage.failed(error)
             return
         self.outage.recovered()

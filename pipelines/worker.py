@@ -23,7 +23,7 @@ from pipelines.attribution import Aggregates, AttributionConfig
 from pipelines.changelog import restore_changelogs, send_records, store_dict
 from pipelines.events import ENCODE_EVENTS, CatalogIndex, Event, EventBounds, decode_message
 from pipelines.faust_app import make_app
-from pipelines.flush import Flusher, Outage
+from pipelines.flush import Flusher
 from pipelines.producer import partitions_of_keys
 from pipelines.skipped import SkippedReader
 from pipelines.state_keys import decode_counter_value, encode_offset_key, partition_of_key
@@ -36,6 +36,7 @@ from pipelines.unit_of_work import (
     split_strays,
     units_of_work,
 )
+from sinks.outage import Outage
 from sinks.sql.store import flush_partition_state, load_effective_catalog
 
 log = logging.getLogger(__name__)

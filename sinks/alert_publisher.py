@@ -15,7 +15,9 @@ from aiokafka.errors import KafkaError
 from sqlalchemy import Engine
 
 from sinks.kafka_reads import read_until
+from sinks.outage import Outage
 from sinks.sql.alerts import mark_sent, sent_high_water, unsent
+from sinks.sql.store import unavailable
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +73,7 @@ class AlertPublisher:
                 )
             except KafkaError:
                 # The broker may have written it anyway: read back before any retry.
-                log.exception("sending alert %s failed; will reconcile and retry", row.alert_id)
+                log.warning("sending alert %s failed; will reconcile and retry", row.alert_id)
                 await self.reconcile()
                 raise
             await asyncio.to_thread(
@@ -87,12 +89,17 @@ class AlertPublisher:
 
     async def run(self, stop: asyncio.Event, wake: asyncio.Event, poll_seconds: float) -> None:
         """Publish whenever woken (a look wrote alerts) or every ``poll_seconds``."""
+        outage = Outage("alert publishing", 0.0)
         while not stop.is_set():
             try:
                 await self.publish_pending()
-            except KafkaError:
+            except Exception as error:  # the broker or the database is away: the rows wait
+                if not (isinstance(error, KafkaError) or unavailable(error)):
+                    raise
+                outage.failed(error)
                 await asyncio.sleep(poll_seconds)
                 continue
+            outage.recovered()
             wake.clear()
             waiters = [asyncio.ensure_future(e.wait()) for e in (stop, wake)]
             await asyncio.wait(waiters, timeout=poll_seconds, return_when=asyncio.FIRST_COMPLETED)

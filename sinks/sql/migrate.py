@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -10,7 +11,8 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine
 
-from sinks.sql.store import make_engine
+from sinks.outage import Outage
+from sinks.sql.store import make_engine, unavailable
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -27,10 +29,21 @@ def upgrade_to_head(database_url: str) -> None:
 
 
 @contextmanager
-def migrated_engine(database_url: str) -> Iterator[Engine]:
+def migrated_engine(database_url: str, wait: bool = False) -> Iterator[Engine]:
     """The database upgraded to head and an engine on it, disposed at the end: the set-up of
-    every command that uses the database."""
-    upgrade_to_head(database_url)
+    every command that uses the database. With ``wait`` (the long-running jobs), a database
+    that cannot be reached is waited for, with backoff, instead of failing the start."""
+    outage = Outage("database at start-up", 0.5, cap=5.0)
+    while True:
+        try:
+            upgrade_to_head(database_url)
+            break
+        except Exception as error:
+            if not (wait and unavailable(error)):
+                raise
+            outage.failed(error)
+            time.sleep(max(0.0, outage.retry_at - time.monotonic()))
+    outage.recovered()
     engine = make_engine(database_url)
     try:
         yield engine
