@@ -22,6 +22,7 @@ from sinks.outage import Outage
 from sinks.sql.alerts import add_alert, alert_payload
 from sinks.sql.analysis import analyse_stored
 from sinks.sql.audit import rollback_flag
+from sinks.sql.leases import Lease, LeaseLostError
 from sinks.sql.models import GuardrailStateRow, SrmStateRow
 from sinks.sql.results import HistoryRetention, record_results
 from sinks.sql.rollouts import locked_rollout, roll_back, rollout_of_experiment
@@ -54,9 +55,11 @@ def analyze_once(
     now: datetime | None = None,
     search_outbox: bool = False,
     retention: HistoryRetention | None = None,
+    lease: Lease | None = None,
 ) -> Look:
     """One look: read cumulative statistics, analyse, store, act. Safe to repeat.
-    ``search_outbox`` queues results and alerts for OpenSearch in the same transaction."""
+    ``search_outbox`` queues results and alerts for OpenSearch in the same transaction; with
+    ``lease``, the transaction commits only while the lease is this replica's."""
     look = Look(looked_at=now or datetime.now(UTC), search_outbox=search_outbox)
     catalog = load_effective_catalog(engine)
     # A paused experiment is analysed and guarded on the data it collected.
@@ -71,6 +74,8 @@ def analyze_once(
     srms = {srm.experiment: srm for srm in analysis.srm}
     keys = [e.key for e in running]
     with Session(engine) as session, session.begin():
+        if lease is not None:
+            lease.check(session)
         record_results(
             session,
             [r.to_json() for r in analysis.results],
@@ -220,15 +225,22 @@ async def run_analyzer(
     on_alerts: Callable[[Look], None] | None = None,
     search_outbox: bool = False,
     retention: HistoryRetention | None = None,
+    lease: Lease | None = None,
 ) -> None:
-    """Look every ``interval`` seconds until ``stop``; a failed look is logged and retried."""
+    """Look every ``interval`` seconds until ``stop``; a failed look is logged and retried.
+    With ``lease``, only the replica holding it looks; the others wait to take it over."""
     outage = Outage("analyzer look", 0.0)
     while not stop.is_set():
         started = time.monotonic()
         try:
+            if lease is not None and not await asyncio.to_thread(lease.acquire):
+                await wait_or_stop(stop, interval / 2)
+                continue
             look = await asyncio.to_thread(
-                analyze_once, engine, alpha, tau, None, search_outbox, retention
+                analyze_once, engine, alpha, tau, None, search_outbox, retention, lease
             )
+        except LeaseLostError:
+            continue  # another replica leads now; this one follows
         except Exception as error:
             if unavailable(error):  # the database is away: one warning, not one per look
                 outage.failed(error)
@@ -238,7 +250,12 @@ async def run_analyzer(
             outage.recovered()
             if look.alerts and on_alerts is not None:
                 on_alerts(look)
-        remaining = interval - (time.monotonic() - started)
-        if remaining > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), remaining)
+        await wait_or_stop(stop, interval - (time.monotonic() - started))
+    if lease is not None and lease.leading:
+        await asyncio.to_thread(lease.release)
+
+
+async def wait_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    if seconds > 0:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), seconds)

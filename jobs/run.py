@@ -24,12 +24,16 @@ from pipelines.topics import Topics, ensure_topics
 from pipelines.worker import build_pipeline
 from sinks.alert_publisher import AlertPublisher
 from sinks.opensearch.sink import OpenSearchSink, make_client
+from sinks.sql.leases import Lease
 from sinks.sql.migrate import migrated_engine
 from sinks.sql.results import HistoryRetention
 from stats.analysis import AnalysisOptions
 
 Role = Literal["all", "workers", "analyzer", "publisher", "shipper", "scheduler"]
 ROLES: tuple[Role, ...] = ("all", "workers", "analyzer", "publisher", "shipper", "scheduler")
+# A lease lasts this many of its role's intervals: a dead leader's follower, trying every half
+# interval, leads within two.
+LEASE_INTERVALS = 1.5
 
 
 async def analyzer_and_publisher(
@@ -51,31 +55,35 @@ async def analyzer_and_publisher(
 
     jobs = []
     publisher = None
+    analysis, scheduling = settings.analysis_interval_seconds, settings.scheduler_interval_seconds
     if only in ("all", "publisher"):
         publisher = AlertPublisher(engine, bootstrap, Topics.of(settings.namespace).alerts)
         await publisher.start()
-        jobs.append(publisher.run(stop, wake, poll_seconds=settings.analysis_interval_seconds))
+        lease = Lease(engine, "publisher", LEASE_INTERVALS * analysis)
+        jobs.append(publisher.run(stop, wake, poll_seconds=analysis, lease=lease))
     if only in ("all", "analyzer"):
         jobs.append(
             run_analyzer(
                 engine,
                 settings.alpha,
                 settings.tau,
-                settings.analysis_interval_seconds,
+                analysis,
                 stop,
                 on_alerts=alerted,
                 search_outbox=bool(settings.opensearch_url),
                 retention=HistoryRetention(
                     settings.history_full_hours, settings.history_every_seconds
                 ),
+                lease=Lease(engine, "analyzer", LEASE_INTERVALS * analysis),
             )
         )
     if only in ("all", "scheduler"):
         options = AnalysisOptions(settings.alpha, settings.tau)
-        jobs.append(run_scheduler(engine, options, settings.scheduler_interval_seconds, stop))
+        lease = Lease(engine, "scheduler", LEASE_INTERVALS * scheduling)
+        jobs.append(run_scheduler(engine, options, scheduling, stop, lease=lease))
     if only in ("all", "shipper") and settings.opensearch_url:
         sink = OpenSearchSink(engine, make_client(settings), settings.opensearch_prefix)
-        jobs.append(sink.run(stop))
+        jobs.append(sink.run(stop, lease=Lease(engine, "shipper", LEASE_INTERVALS * 1.0)))
     try:
         await asyncio.gather(*jobs)
     finally:

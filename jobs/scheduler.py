@@ -9,7 +9,6 @@ On SQLite run one scheduler (its lock is the whole database's, and there is no S
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -22,9 +21,11 @@ from sqlalchemy.orm import Session
 from config.catalog import Catalog, Experiment
 from config.lifecycle import due, transition
 from config.rollouts import RolloutIn, Stage
+from jobs.analyzer import wait_or_stop
 from sinks.outage import Outage
 from sinks.sql.analysis import analyse_stored
 from sinks.sql.audit import audit
+from sinks.sql.leases import Lease, LeaseLostError
 from sinks.sql.models import ExperimentRow, GuardrailStateRow, RolloutRow
 from sinks.sql.rollouts import advance, locked_rollout
 from sinks.sql.store import (
@@ -55,15 +56,18 @@ class Tick:
     advanced: list[tuple[int, int]] = field(default_factory=list)
 
 
-def schedule_once(engine: Engine, options: AnalysisOptions, now: datetime) -> Tick:
-    """Apply every move due at ``now``; safe to repeat and to run beside another scheduler."""
+def schedule_once(
+    engine: Engine, options: AnalysisOptions, now: datetime, lease: Lease | None = None
+) -> Tick:
+    """Apply every move due at ``now``; safe to repeat and to run beside another scheduler.
+    With ``lease``, each move commits only while the lease is this replica's."""
     tick = Tick()
     for key in _due_candidates(engine, now):
-        action = _apply_transition(engine, key, now)
+        action = _apply_transition(engine, key, now, lease)
         if action is not None:
             tick.transitions.append((key, action))
     for rollout_id, stage, why in _ready_rollouts(engine, options, now):
-        if _advance(engine, rollout_id, stage, now, why):
+        if _advance(engine, rollout_id, stage, now, why, lease):
             tick.advanced.append((rollout_id, stage + 1))
     return tick
 
@@ -85,8 +89,10 @@ def _due_candidates(engine: Engine, now: datetime) -> list[str]:
         )
 
 
-def _apply_transition(engine: Engine, key: str, now: datetime) -> str | None:
+def _apply_transition(engine: Engine, key: str, now: datetime, lease: Lease | None) -> str | None:
     with Session(engine) as session, session.begin():
+        if lease is not None:
+            lease.check(session)
         bump_catalog_version(session)
         claimed = session.scalars(
             select(ExperimentRow.key)
@@ -177,10 +183,14 @@ def _metric_gate(
     )
 
 
-def _advance(engine: Engine, rollout_id: int, stage: int, now: datetime, why: str) -> bool:
+def _advance(
+    engine: Engine, rollout_id: int, stage: int, now: datetime, why: str, lease: Lease | None
+) -> bool:
     """Moves the schedule on from ``stage``, unless it has moved (or stopped) since it was read:
     another scheduler, an admin or the analyzer got there first."""
     with Session(engine) as session, session.begin():
+        if lease is not None:
+            lease.check(session)
         row = locked_rollout(session, rollout_id)
         if row.state != "running" or row.stage != stage:
             session.rollback()
@@ -195,13 +205,20 @@ async def run_scheduler(
     interval: float,
     stop: asyncio.Event,
     clock: Clock = system_clock,
+    lease: Lease | None = None,
 ) -> None:
-    """A pass every ``interval`` seconds until ``stop``; a failed pass is logged and retried."""
+    """A pass every ``interval`` seconds until ``stop``; a failed pass is logged and retried.
+    With ``lease``, only the replica holding it passes; the others wait to take it over."""
     outage = Outage("scheduler pass", 0.0)
     while not stop.is_set():
         started = time.monotonic()
         try:
-            tick = await asyncio.to_thread(schedule_once, engine, options, clock())
+            if lease is not None and not await asyncio.to_thread(lease.acquire):
+                await wait_or_stop(stop, interval / 2)
+                continue
+            tick = await asyncio.to_thread(schedule_once, engine, options, clock(), lease)
+        except LeaseLostError:
+            continue
         except Exception as error:
             if unavailable(error):  # the database is away: one warning, not one per pass
                 outage.failed(error)
@@ -213,7 +230,6 @@ async def run_scheduler(
                 log.info("scheduler: experiment %s %s", key, action)
             for rollout_id, stage in tick.advanced:
                 log.info("scheduler: rollout %s at stage %s", rollout_id, stage)
-        remaining = interval - (time.monotonic() - started)
-        if remaining > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), remaining)
+        await wait_or_stop(stop, interval - (time.monotonic() - started))
+    if lease is not None and lease.leading:
+        await asyncio.to_thread(lease.release)

@@ -5,6 +5,7 @@ was never marked is marked instead of sent again."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +18,7 @@ from sqlalchemy import Engine
 from sinks.kafka_reads import read_until
 from sinks.outage import Outage
 from sinks.sql.alerts import mark_sent, sent_high_water, unsent
+from sinks.sql.leases import Lease
 from sinks.sql.store import unavailable
 
 log = logging.getLogger(__name__)
@@ -87,11 +89,23 @@ class AlertPublisher:
             sent += 1
         return sent
 
-    async def run(self, stop: asyncio.Event, wake: asyncio.Event, poll_seconds: float) -> None:
-        """Publish whenever woken (a look wrote alerts) or every ``poll_seconds``."""
+    async def run(
+        self,
+        stop: asyncio.Event,
+        wake: asyncio.Event,
+        poll_seconds: float,
+        lease: Lease | None = None,
+    ) -> None:
+        """Publish whenever woken (a look wrote alerts) or every ``poll_seconds``; with
+        ``lease``, only while this replica leads (renewed before each pass; an alert a
+        deposed leader was sending is found on the topic by the next leader's reconcile)."""
         outage = Outage("alert publishing", 0.0)
         while not stop.is_set():
             try:
+                if lease is not None and not await asyncio.to_thread(lease.acquire):
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), poll_seconds / 2)
+                    continue
                 await self.publish_pending()
             except Exception as error:  # the broker or the database is away: the rows wait
                 if not (isinstance(error, KafkaError) or unavailable(error)):
@@ -105,6 +119,8 @@ class AlertPublisher:
             await asyncio.wait(waiters, timeout=poll_seconds, return_when=asyncio.FIRST_COMPLETED)
             for waiter in waiters:
                 waiter.cancel()
+        if lease is not None and lease.leading:
+            await asyncio.to_thread(lease.release)
 
 
 async def _scan(

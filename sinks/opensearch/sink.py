@@ -21,6 +21,7 @@ from sqlalchemy import Engine, delete, func, select, update
 from config.settings import Settings
 from sinks.opensearch.documents import BUILDERS
 from sinks.opensearch.templates import templates
+from sinks.sql.leases import Lease
 from sinks.sql.models import SearchOutboxRow
 
 log = logging.getLogger(__name__)
@@ -130,11 +131,17 @@ class OpenSearchSink:
             if stats.sent + stats.failed == 0:
                 return total
 
-    async def run(self, stop: asyncio.Event, poll_seconds: float = 1.0) -> None:
+    async def run(
+        self, stop: asyncio.Event, poll_seconds: float = 1.0, lease: Lease | None = None
+    ) -> None:
         """Drain whenever rows wait; while OpenSearch is away, back off (full jitter, 30 s cap)
-        and keep everything queued."""
+        and keep everything queued. With ``lease``, only while this replica leads."""
         attempt = 0
         while not stop.is_set():
+            if lease is not None and not await asyncio.to_thread(lease.acquire):
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), poll_seconds)
+                continue
             try:
                 stats = await asyncio.to_thread(self.drain_once)
             except OpenSearchUnavailableError as exc:

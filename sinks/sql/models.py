@@ -342,6 +342,17 @@ class KinesisShardRow(Base):
     lease_expires_at: Mapped[float] = mapped_column(Float, default=0.0)  # epoch seconds
 
 
+class LeaseRow(Base):
+    """The lease of a singleton role (analyzer, scheduler, publisher, shipper): who leads, until
+    when (epoch seconds)."""
+
+    __tablename__ = "leases"
+
+    role: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner: Mapped[str | None] = mapped_column(String(200))
+    expires_at: Mapped[float] = mapped_column(Float, default=0.0)
+
+
 class SearchOutboxRow(Base):
     """A document OpenSearch must (re)receive: its kind and key. The body is built from SQL when
     it is sent, so a key queued twice sends the newest state once; rows leave after the ack."""

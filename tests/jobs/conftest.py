@@ -70,7 +70,9 @@ def users(n_per_arm: int, errors_rate: dict[str, float], seed: int) -> pd.DataFr
     return pd.concat(frames, ignore_index=True)
 
 
-def write_users(engine: Engine, frame: pd.DataFrame, offset: int = 0) -> None:
+def write_users(
+    engine: Engine, frame: pd.DataFrame, offset: int = 0, experiment: str = "risky"
+) -> None:
     """The sufficient statistics of ``frame`` as one window row per arm and metric."""
     rows = []
     for (variant, metric), values in frame.melt("variant", var_name="metric").groupby(
@@ -78,7 +80,7 @@ def write_users(engine: Engine, frame: pd.DataFrame, offset: int = 0) -> None:
     )["value"]:
         rows.append(
             {
-                "experiment": "risky",
+                "experiment": experiment,
                 "variant": variant,
                 "metric": metric,
                 "window_start": 0,
