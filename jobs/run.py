@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import logging
 import signal
 from collections.abc import Callable
 from typing import Any, Literal
@@ -24,6 +23,7 @@ from pipelines.topics import Topics, ensure_topics
 from pipelines.worker import build_pipeline
 from sinks.alert_publisher import AlertPublisher
 from sinks.opensearch.sink import OpenSearchSink, make_client
+from sinks.quiet_logs import configure_logging
 from sinks.sql.leases import Lease
 from sinks.sql.migrate import migrated_engine
 from sinks.sql.results import HistoryRetention
@@ -100,6 +100,7 @@ async def _standalone(settings: Settings, bootstrap: str, engine: Engine, only: 
 
 
 def run(settings: Settings, only: Role) -> None:
+    configure_logging(settings.log_level)
     if only == "scheduler":  # the database is all it needs
         with migrated_engine(settings.database_url, wait=True) as engine:
             asyncio.run(_standalone(settings, "", engine, only))
@@ -125,9 +126,6 @@ def run(settings: Settings, only: Role) -> None:
             async def _stop_analysis(sender: Any, **_: Any) -> None:
                 stop.set()
 
-        logging.basicConfig(
-            level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
         worker = faust.Worker(
             pipeline.app,
             loglevel=settings.log_level,

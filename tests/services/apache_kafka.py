@@ -126,9 +126,14 @@ class ApacheKafka:
             check=True,
             stdout=subprocess.DEVNULL,
         )
-        with open(self.workdir / "stdout.log", "wb") as out:
+        self.resume(timeout)
+        return self
+
+    def resume(self, timeout: float = 60.0) -> None:
+        """Run the broker on its formatted log dir (again, after :meth:`crash`)."""
+        with open(self.workdir / "stdout.log", "ab") as out:
             self._process = subprocess.Popen(
-                self._java("kafka.Kafka", str(config), heap="512m"),
+                self._java("kafka.Kafka", str(self.workdir / "server.properties"), heap="512m"),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -138,7 +143,13 @@ class ApacheKafka:
         except BaseException:
             self.stop()
             raise
-        return self
+
+    def crash(self) -> None:
+        """SIGKILL the broker, keeping its data, as a lost broker host would."""
+        process, self._process = self._process, None
+        if process is not None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
     def stop(self) -> None:
         process, self._process = self._process, None
