@@ -30,10 +30,10 @@ def small_file() -> EventFile:
     return generate(users=2500, seed=11)
 
 
-def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+def start_worker(env: dict[str, str], log: Path, only: str = "workers") -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
-            [XPSTREAM, "run", "--only", "workers"],
+            [XPSTREAM, "run", "--only", only],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
