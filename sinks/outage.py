@@ -32,7 +32,7 @@ class Outage:
             "%s failed (%s: %s); retrying in %.1fs",
             self.what,
             type(error).__name__,
-            str(error)[:200],
+            " ".join(str(error).split())[:200],  # one line, however the driver words it
             delay,
         )
         self.failures += 1

@@ -9,6 +9,7 @@ import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import orjson
 import pytest
@@ -25,9 +26,11 @@ from tests.services.apache_kafka import ApacheKafka
 
 OUTAGE_SECONDS = 10.0
 # exp-c's +30% errors in "on", guarded: an alert is due while the broker comes and goes.
+FLAGS = cast(list[dict[str, Any]], CATALOG["flags"])
+EXPERIMENTS = cast(list[dict[str, Any]], CATALOG["experiments"])
 GUARDED_C = {
     **CATALOG,
-    "flags": [*CATALOG["flags"], {"key": "f3"}],
+    "flags": [*FLAGS, {"key": "f3"}],
     "experiments": [
         {
             **e,
@@ -36,7 +39,7 @@ GUARDED_C = {
         }
         if e["key"] == "exp-c"
         else e
-        for e in CATALOG["experiments"]
+        for e in EXPERIMENTS
     ],
 }
 

@@ -25,6 +25,8 @@ OUTAGE_SECONDS = 30.0
 
 @pytest.fixture()
 def cluster() -> Iterator[PostgresCluster]:
+    # Not durable: a crash loses the last commits, as a failover to a lagging replica does;
+    # the worker must write those rows again.
     cluster = PostgresCluster().start()
     try:
         yield cluster

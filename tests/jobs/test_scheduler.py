@@ -128,7 +128,7 @@ def test_real_schedulers_killed_and_restarted_run_the_experiment_in_its_period(
     engine: Engine, postgres_database: str
 ) -> None:
     now = datetime.now(UTC)
-    start_at, end_at = now + timedelta(seconds=6), now + timedelta(seconds=14)
+    start_at, end_at = now + timedelta(seconds=5), now + timedelta(seconds=11)
     save_catalog(engine, parse_catalog(catalog(start_at, end_at)))
     pair = [scheduler(postgres_database), scheduler(postgres_database)]
     try:

@@ -26,7 +26,11 @@ def pg_binary(name: str) -> str:
 
 
 class PostgresCluster:
-    def __init__(self) -> None:
+    """``durable``: commits survive a crash (the default of a real server); without it the
+    cluster trades that for speed (no fsync, asynchronous commit)."""
+
+    def __init__(self, durable: bool = False) -> None:
+        self.durable = durable
         self.port = free_port()
         self.datadir = Path(tempfile.mkdtemp(prefix="xpstream-pg-"))
         self._run_as = "postgres" if os.geteuid() == 0 else None
@@ -61,10 +65,9 @@ class PostgresCluster:
 
     def resume(self) -> None:
         """Start the server on the cluster's data (again, after :meth:`crash`)."""
-        options = (
-            f"-c listen_addresses={HOST} -p {self.port} -k {self.datadir} "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        )
+        options = f"-c listen_addresses={HOST} -p {self.port} -k {self.datadir}"
+        if not self.durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run(
             pg_binary("pg_ctl"),
             "-D",
