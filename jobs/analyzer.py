@@ -5,9 +5,7 @@ same transaction as its audit row, alert row and outbox row (docs/design.md §1,
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,15 +16,15 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from config.catalog import Experiment
-from sinks.outage import Outage
+from jobs.leading_loop import every
 from sinks.sql.alerts import add_alert, alert_payload
 from sinks.sql.analysis import analyse_stored
 from sinks.sql.audit import rollback_flag
-from sinks.sql.leases import Lease, LeaseLostError
+from sinks.sql.leases import Lease
 from sinks.sql.models import GuardrailStateRow, SrmStateRow
 from sinks.sql.results import HistoryRetention, record_results
 from sinks.sql.rollouts import locked_rollout, roll_back, rollout_of_experiment
-from sinks.sql.store import load_effective_catalog, unavailable
+from sinks.sql.store import load_effective_catalog
 from stats.analysis import AnalysisOptions
 from stats.experiment_analysis import (
     Analysis,
@@ -229,33 +227,16 @@ async def run_analyzer(
 ) -> None:
     """Look every ``interval`` seconds until ``stop``; a failed look is logged and retried.
     With ``lease``, only the replica holding it looks; the others wait to take it over."""
-    outage = Outage("analyzer look", 0.0)
-    while not stop.is_set():
-        started = time.monotonic()
-        try:
-            if lease is not None and not await asyncio.to_thread(lease.acquire):
-                await wait_or_stop(stop, interval / 2)
-                continue
-            look = await asyncio.to_thread(
-                analyze_once, engine, alpha, tau, None, search_outbox, retention, lease
-            )
-        except LeaseLostError:
-            continue  # another replica leads now; this one follows
-        except Exception as error:
-            if unavailable(error):  # the database is away: one warning, not one per look
-                outage.failed(error)
-            else:
-                log.exception("analyzer look failed; retrying in %.1fs", interval)
-        else:
-            outage.recovered()
-            if look.alerts and on_alerts is not None:
-                on_alerts(look)
-        await wait_or_stop(stop, interval - (time.monotonic() - started))
-    if lease is not None and lease.leading:
-        await asyncio.to_thread(lease.release)
 
+    def alerted(look: Look) -> None:
+        if look.alerts and on_alerts is not None:
+            on_alerts(look)
 
-async def wait_or_stop(stop: asyncio.Event, seconds: float) -> None:
-    if seconds > 0:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), seconds)
+    await every(
+        "analyzer look",
+        interval,
+        stop,
+        lambda: analyze_once(engine, alpha, tau, None, search_outbox, retention, lease),
+        alerted,
+        lease,
+    )

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -21,11 +20,10 @@ from sqlalchemy.orm import Session
 from config.catalog import Catalog, Experiment
 from config.lifecycle import due, transition
 from config.rollouts import RolloutIn, Stage
-from jobs.analyzer import wait_or_stop
-from sinks.outage import Outage
+from jobs.leading_loop import every
 from sinks.sql.analysis import analyse_stored
 from sinks.sql.audit import audit
-from sinks.sql.leases import Lease, LeaseLostError
+from sinks.sql.leases import Lease
 from sinks.sql.models import ExperimentRow, GuardrailStateRow, RolloutRow
 from sinks.sql.rollouts import advance, locked_rollout
 from sinks.sql.store import (
@@ -33,7 +31,6 @@ from sinks.sql.store import (
     bump_catalog_version,
     load_effective_catalog,
     read_catalog,
-    unavailable,
     write_experiment,
 )
 from stats.analysis import AnalysisOptions
@@ -209,27 +206,18 @@ async def run_scheduler(
 ) -> None:
     """A pass every ``interval`` seconds until ``stop``; a failed pass is logged and retried.
     With ``lease``, only the replica holding it passes; the others wait to take it over."""
-    outage = Outage("scheduler pass", 0.0)
-    while not stop.is_set():
-        started = time.monotonic()
-        try:
-            if lease is not None and not await asyncio.to_thread(lease.acquire):
-                await wait_or_stop(stop, interval / 2)
-                continue
-            tick = await asyncio.to_thread(schedule_once, engine, options, clock(), lease)
-        except LeaseLostError:
-            continue
-        except Exception as error:
-            if unavailable(error):  # the database is away: one warning, not one per pass
-                outage.failed(error)
-            else:
-                log.exception("scheduler pass failed; retrying in %.1fs", interval)
-        else:
-            outage.recovered()
-            for key, action in tick.transitions:
-                log.info("scheduler: experiment %s %s", key, action)
-            for rollout_id, stage in tick.advanced:
-                log.info("scheduler: rollout %s at stage %s", rollout_id, stage)
-        await wait_or_stop(stop, interval - (time.monotonic() - started))
-    if lease is not None and lease.leading:
-        await asyncio.to_thread(lease.release)
+
+    def logged(tick: Tick) -> None:
+        for key, action in tick.transitions:
+            log.info("scheduler: experiment %s %s", key, action)
+        for rollout_id, stage in tick.advanced:
+            log.info("scheduler: rollout %s at stage %s", rollout_id, stage)
+
+    await every(
+        "scheduler pass",
+        interval,
+        stop,
+        lambda: schedule_once(engine, options, clock(), lease),
+        logged,
+        lease,
+    )

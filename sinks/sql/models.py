@@ -146,7 +146,23 @@ class GuardrailRow(Base):
     action: Mapped[str] = mapped_column(String(16), default="rollback")
 
 
-class WindowAggregateRow(Base):
+class Statistics:
+    """The nine sufficient statistics (``stats.sufficient.STATISTICS``), absolute, and the
+    offset of the last event that changed them: older writes never win."""
+
+    n: Mapped[float] = mapped_column(Float, default=0.0)
+    sum: Mapped[float] = mapped_column(Float, default=0.0)
+    sum_sq: Mapped[float] = mapped_column(Float, default=0.0)
+    x_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    x_sum_sq: Mapped[float] = mapped_column(Float, default=0.0)
+    xy_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    den_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    den_sum_sq: Mapped[float] = mapped_column(Float, default=0.0)
+    num_den_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    source_offset: Mapped[int] = mapped_column(BigInteger, default=-1)
+
+
+class WindowAggregateRow(Statistics, Base):
     """A partition's absolute sufficient statistics for one window: replays overwrite."""
 
     __tablename__ = "window_aggregates"
@@ -156,20 +172,9 @@ class WindowAggregateRow(Base):
     metric: Mapped[str] = mapped_column(String(128), primary_key=True)
     window_start: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # epoch seconds
     partition: Mapped[int] = mapped_column(Integer, primary_key=True)
-    n: Mapped[float] = mapped_column(Float, default=0.0)
-    sum: Mapped[float] = mapped_column(Float, default=0.0)
-    sum_sq: Mapped[float] = mapped_column(Float, default=0.0)
-    x_sum: Mapped[float] = mapped_column(Float, default=0.0)
-    x_sum_sq: Mapped[float] = mapped_column(Float, default=0.0)
-    xy_sum: Mapped[float] = mapped_column(Float, default=0.0)
-    den_sum: Mapped[float] = mapped_column(Float, default=0.0)
-    den_sum_sq: Mapped[float] = mapped_column(Float, default=0.0)
-    num_den_sum: Mapped[float] = mapped_column(Float, default=0.0)
-    # Offset in the partition of the last event that changed the row: older writes never win.
-    source_offset: Mapped[int] = mapped_column(BigInteger, default=-1)
 
 
-class CumulativeAggregateRow(Base):
+class CumulativeAggregateRow(Statistics, Base):
     """A partition's absolute statistics over all its windows (the worker's totals): what the
     analyzer reads, one row per experiment, variant, metric and partition."""
 
@@ -179,16 +184,6 @@ class CumulativeAggregateRow(Base):
     variant: Mapped[str] = mapped_column(String(128), primary_key=True)
     metric: Mapped[str] = mapped_column(String(128), primary_key=True)
     partition: Mapped[int] = mapped_column(Integer, primary_key=True)
-    n: Mapped[float] = mapped_column(Float, default=0.0)
-    sum: Mapped[float] = mapped_column(Float, default=0.0)
-    sum_sq: Mapped[float] = mapped_column(Float, default=0.0)
-    x_sum: Mapped[float] = mapped_column(Float, default=0.0)
-    x_sum_sq: Mapped[float] = mapped_column(Float, default=0.0)
-    xy_sum: Mapped[float] = mapped_column(Float, default=0.0)
-    den_sum: Mapped[float] = mapped_column(Float, default=0.0)
-    den_sum_sq: Mapped[float] = mapped_column(Float, default=0.0)
-    num_den_sum: Mapped[float] = mapped_column(Float, default=0.0)
-    source_offset: Mapped[int] = mapped_column(BigInteger, default=-1)
 
 
 class CounterRow(Base):
