@@ -133,9 +133,9 @@ def _live_children(parent: int) -> list[str]:
             continue
         state, ppid = fields[0], int(fields[1])
         if ppid == parent and state != "Z":
-            children.append(
-                (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()[:120]
-            )
+            command = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            if "multiprocessing.resource_tracker" not in command:  # Python's, ends with it
+                children.append(command[:120])
     return children
 
 
