@@ -41,6 +41,8 @@ def test_a_worker_rides_out_database_outages(
     env = pipeline_env(apache_kafka, cluster.url)
     load_catalog(env, CATALOG, tmp_path)
     engine = sa.create_engine(cluster.url, pool_pre_ping=True)
+    with engine.connect() as conn:  # the catalog is on disk before the first crash
+        conn.execute(sa.text("CHECKPOINT"))
     log = tmp_path / "worker.log"
     cluster.crash()
     worker = start_worker(env, log)  # the database is down: the worker waits for it
