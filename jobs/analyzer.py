@@ -76,7 +76,7 @@ def analyze_once(
             lease.check(session)
         record_results(
             session,
-            [r.to_json() for r in analysis.results],
+            analysis.results,
             look.looked_at,
             search_outbox,
             retention,
@@ -123,10 +123,10 @@ def _apply_guardrail(
             experiment=key[0], metric=key[1], variant=key[2], action_taken="none"
         )
         session.add(state)
-    state.looked_at = look.looked_at
     if state.breached_at is not None:  # a breach is final: never re-alerted, never re-rolled
         return
-    state.status = check.status
+    if state.status != check.status:
+        state.status, state.looked_at = check.status, look.looked_at
     if check.status != "breached":
         return
     result, guardrail = check.result, check.guardrail

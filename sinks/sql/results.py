@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, delete, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from sinks.sql.models import (
@@ -20,8 +21,8 @@ from sinks.sql.models import (
     SearchOutboxRow,
     SrmStateRow,
 )
-from sinks.sql.store import as_utc, insert_for, search_key
-from stats.experiment_analysis import ComparisonKey
+from sinks.sql.store import as_utc, insert_for, json_text, search_key
+from stats.experiment_analysis import ComparisonKey, ComparisonResult
 
 
 def running_min_p_values(engine: Engine) -> dict[ComparisonKey, float]:
@@ -34,9 +35,6 @@ def running_min_p_values(engine: Engine) -> dict[ComparisonKey, float]:
     ).where(LatestResultRow.sequential_p_value.is_not(None))
     with engine.connect() as conn:
         return {(e, m, v): float(p or 0.0) for e, m, v, p in conn.execute(query)}
-
-
-LATEST_COLUMNS = ("looked_at", "sequential_p_value", "result")
 
 
 LATEST_COLUMNS = ("looked_at", "sequential_p_value", "result")
@@ -56,7 +54,7 @@ class HistoryRetention:
 
 def record_results(
     session: Session,
-    results: list[dict[str, Any]],
+    results: Sequence[ComparisonResult],
     looked_at: datetime,
     search_outbox: bool = False,
     retention: HistoryRetention | None = None,
@@ -79,9 +77,9 @@ def record_results(
         )
     }
     period = retention.period(looked_at)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for result in results:
-        key = (result["experiment"], result["metric"], result["variant"])
+        key = (result.experiment, result.metric, result.variant)
         before = previous.get(key)
         rows.append(
             {
@@ -89,23 +87,16 @@ def record_results(
                 "experiment": key[0],
                 "metric": key[1],
                 "variant": key[2],
-                "sequential_p_value": result["sequential_p_value"],
-                "result": result,
+                "sequential_p_value": result.sequential_p_value,
+                "result": result,  # a dataclass: orjson writes it as ``to_json`` would
                 "kept": before is None or retention.period(before) != period,
             }
         )
-    # With RETURNING, SQLAlchemy sends a many-row executemany as multi-row VALUES statements
-    # ("insertmanyvalues", 1,000 rows a page, compiled once) on Postgres and SQLite alike.
     conn = session.connection()
-    ids = conn.scalars(insert(ResultHistoryRow).returning(ResultHistoryRow.id), rows).all()
-    latest = insert_for(conn, LatestResultRow)
-    conn.execute(
-        latest.on_conflict_do_update(
-            index_elements=["experiment", "metric", "variant"],
-            set_={name: latest.excluded[name] for name in LATEST_COLUMNS},
-        ).returning(LatestResultRow.experiment),
-        [{k: v for k, v in row.items() if k != "kept"} for row in rows],
-    )
+    if conn.dialect.name == "postgresql":
+        ids = _copy_history(conn, rows)
+    else:
+        ids = _insert_history(conn, rows)
     session.execute(
         delete(ResultHistoryRow).where(
             ResultHistoryRow.looked_at < looked_at - timedelta(hours=retention.full_hours),
@@ -114,10 +105,66 @@ def record_results(
     )
     if search_outbox:
         outbox = [
-            {"kind": "result", "key": search_key(r["experiment"], r["metric"], r["variant"])}
-            for r in rows
+            {"kind": "result", "key": search_key(r.experiment, r.metric, r.variant)}
+            for r in results
         ] + [{"kind": "history", "key": str(i)} for i in ids]
         session.execute(insert(SearchOutboxRow), outbox)
+
+
+HISTORY_COLUMNS = ("id", "looked_at", "experiment", "metric", "variant", "sequential_p_value")
+
+
+def _copy_history(conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
+    """Postgres: the history rows by COPY under ids taken ahead, and the latest view upserted
+    from them inside the server: parsing a multi-row VALUES statement of this size on the
+    client cost more than the rest of a look."""
+    ids = list(
+        conn.scalars(
+            text(
+                "SELECT nextval(pg_get_serial_sequence('analysis_results', 'id')) "
+                "FROM generate_series(1, :n)"
+            ),
+            {"n": len(rows)},
+        )
+    )
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    columns = ", ".join((*HISTORY_COLUMNS, "result", "kept"))
+    with cursor.copy(f"COPY analysis_results ({columns}) FROM STDIN") as copy:
+        for id_, row in zip(ids, rows, strict=True):
+            copy.write_row(
+                (
+                    *(id_, *(row[name] for name in HISTORY_COLUMNS[1:])),
+                    json_text(row["result"]),
+                    row["kept"],
+                )
+            )
+    conn.execute(
+        text(
+            "INSERT INTO latest_results (experiment, metric, variant, looked_at, "
+            "sequential_p_value, result) "
+            "SELECT experiment, metric, variant, looked_at, sequential_p_value, result "
+            "FROM analysis_results WHERE id = ANY(:ids) "
+            "ON CONFLICT (experiment, metric, variant) DO UPDATE SET "
+            + ", ".join(f"{name} = excluded.{name}" for name in LATEST_COLUMNS)
+        ),
+        {"ids": ids},
+    )
+    return ids
+
+
+def _insert_history(conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
+    """Elsewhere (SQLite): with RETURNING, SQLAlchemy sends a many-row executemany as multi-row
+    VALUES statements ("insertmanyvalues", compiled once)."""
+    ids = list(conn.scalars(insert(ResultHistoryRow).returning(ResultHistoryRow.id), rows))
+    latest = insert_for(conn, LatestResultRow)
+    conn.execute(
+        latest.on_conflict_do_update(
+            index_elements=["experiment", "metric", "variant"],
+            set_={name: latest.excluded[name] for name in LATEST_COLUMNS},
+        ),
+        [{k: v for k, v in row.items() if k != "kept"} for row in rows],
+    )
+    return ids
 
 
 def latest_results(engine: Engine, experiment: str) -> list[dict[str, Any]]:

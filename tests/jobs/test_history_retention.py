@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
@@ -15,20 +16,24 @@ from sinks.sql.migrate import upgrade_to_head
 from sinks.sql.models import LatestResultRow, ResultHistoryRow
 from sinks.sql.results import HistoryRetention, record_results
 from sinks.sql.store import make_engine
+from stats.experiment_analysis import ComparisonResult
 
 T0 = datetime(2031, 3, 1, 0, 2, 30, tzinfo=UTC)
 EVERY = timedelta(minutes=5)
 LOOKS = 3 * 24 * 12
 
 
-def result(variant: str, look: int) -> dict[str, object]:
-    return {
-        "experiment": "e",
-        "metric": "m",
-        "variant": variant,
-        "sequential_p_value": 1 / (look + 1),
-        "look": look,
-    }
+def result(variant: str, look: int) -> ComparisonResult:
+    """A comparison whose sequential p-value names its look."""
+    undefined: dict[str, Any] = dict.fromkeys(
+        ("mean_control", "mean_variant", "abs_effect", "abs_ci", "abs_p_value", "rel_effect",
+         "rel_ci", "p_value", "adjusted_p_value", "variance_reduction", "sequential_rel_ci",
+         "chance_to_win", "expected_loss"),
+    )  # fmt: skip
+    return ComparisonResult(
+        experiment="e", metric="m", variant=variant, control="a", n_control=10, n_variant=10,
+        significant=False, cuped=False, sequential_p_value=1 / (look + 1), **undefined,
+    )  # fmt: skip
 
 
 def test_three_days_of_looks_keep_the_last_day_and_one_an_hour_before(tmp_path: Path) -> None:
@@ -60,5 +65,9 @@ def test_three_days_of_looks_keep_the_last_day_and_one_an_hour_before(tmp_path: 
     got = sorted((v, at.replace(tzinfo=UTC)) for v, at in kept)
     assert got == sorted(zip(expected["variant"], expected["at"].dt.to_pydatetime(), strict=True))
     assert len(got) < 2 * 24 * 12 + 48 + 30  # bounded: not the 1,515 looks made
-    assert {(r.variant, r.result["look"]) for r in latest} == {("b", LOOKS - 1), ("c", LOOKS - 1)}
+    last = 1 / LOOKS  # the last look's p-value
+    assert {(r.variant, r.result["sequential_p_value"]) for r in latest} == {
+        ("b", last),
+        ("c", last),
+    }
     engine.dispose()
