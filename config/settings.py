@@ -36,6 +36,11 @@ class Settings(BaseSettings):
     partitions: int = Field(default=8, ge=1, le=1024)
     window_seconds: int = Field(default=3600, ge=1)
     flush_seconds: float = Field(default=2.0, gt=0)
+    # `xpstream run`'s user states: on disk under data_dir (RocksDB), or in memory (re-read
+    # from the changelog at every start); a stopped experiment's part of them is kept this long.
+    state_store: Literal["rocksdb", "memory"] = "rocksdb"
+    data_dir: str = "./xpstream-data"
+    state_ttl_days: float = Field(default=30.0, ge=0, le=36500)
     cuped_lookback_days: float = Field(default=14.0, ge=0)
     analysis_interval_seconds: float = Field(default=5.0, gt=0)
     scheduler_interval_seconds: float = Field(default=15.0, gt=0, le=3600)

@@ -114,7 +114,7 @@ def run(settings: Settings, only: Role) -> None:
         if only in ("analyzer", "publisher", "shipper"):
             asyncio.run(_standalone(settings, bootstrap, engine, only))
             return
-        pipeline = build_pipeline(settings, bootstrap, engine)
+        pipeline = build_pipeline(settings, bootstrap, engine, state_store=settings.state_store)
         if only == "all":
             stop = asyncio.Event()
 

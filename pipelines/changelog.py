@@ -5,7 +5,7 @@ pipeline read around the Faust stream. Check these first when upgrading faust-st
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Any
 
@@ -25,16 +25,18 @@ def store_dict(table: Any) -> dict[bytes, bytes]:
 
 async def send_records(
     app: faust.App,
+    source: str,
     topic: str,
     partition: int,
-    items: list[tuple[bytes, bytes]],
+    items: Sequence[tuple[bytes, bytes | None]],
     last_record_alone: bool = False,
 ) -> list[Any]:
-    """Changelog records as whole record batches: one append each instead of one ``send``
-    coroutine per record, which costs more than the rest of the work. ``last_record_alone``:
+    """Changelog records as whole record batches, sent for ``source``'s partition (read by the
+    pipeline): one append each instead of one ``send`` coroutine per record, which costs more
+    than the rest of the work. ``None`` values are tombstones. ``last_record_alone``:
     Tansu reports a partition's end as its newest batch's base offset + 1, so the last record
     alone in its batch keeps that end right after every write."""
-    producer, transaction_lock = _producer_for(app, topic, partition)
+    producer, transaction_lock = _producer_for(app, source, partition)
     groups = [items[:-1], items[-1:]] if last_record_alone else [items]
     acks = []
     async with transaction_lock:  # Faust commits under it: no batch lands mid-commit
@@ -50,15 +52,15 @@ async def send_records(
 
 
 def _producer_for(
-    app: faust.App, topic: str, partition: int
+    app: faust.App, source: str, partition: int
 ) -> tuple[AIOKafkaProducer, AbstractAsyncContextManager[Any]]:
-    """The aiokafka producer Faust would send this record with, and the lock Faust holds
-    while it commits: under exactly-once, the partition's transactional producer (Faust's
-    naming), so the batch joins the transaction of the message that caused it."""
+    """The aiokafka producer Faust would send with for ``source``'s partition, and the lock
+    Faust holds while it commits: under exactly-once, the partition's transactional producer
+    (Faust's naming), so the batch joins the transaction of the message that caused it."""
     producer = app.producer
     if not app.in_transaction:
         return producer._ensure_producer(), nullcontext()  # type: ignore[attr-defined]
-    group = TopicPartitionGroup(topic, partition, app.assignor.group_for_topic(topic))
+    group = TopicPartitionGroup(source, partition, app.assignor.group_for_topic(source))
     tid = TransactionManager.transactional_id_format.format(tpg=group, group_id=app.conf.id)
     return (
         producer._transaction_producers[tid],  # type: ignore[attr-defined]
@@ -66,18 +68,17 @@ def _producer_for(
     )
 
 
-async def restore_changelogs(broker_url: str, tables: Sequence[Any], partitions: set[int]) -> None:
-    """Read partitions of each table's changelog from their start to their end into its store
-    (committed records only, as exactly-once recovery must)."""
-    tps = {
-        TopicPartition(t.changelog_topic.get_topic_name(), p): t for t in tables for p in partitions
-    }
+async def restore_changelogs(
+    broker_url: str, stores: Mapping[TopicPartition, MutableMapping[bytes, bytes]]
+) -> None:
+    """Read changelog partitions from their start to their end into their stores (committed
+    records only, as exactly-once recovery must)."""
     async with committed_reader(broker_url) as consumer:
-        consumer.assign(list(tps))
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(list(tps))
+        consumer.assign(list(stores))
+        await consumer.seek_to_beginning(*stores)
+        ends = await consumer.end_offsets(list(stores))
         async for tp, records in read_until(consumer, ends, max_records=10_000):
-            data = store_dict(tps[tp])
+            data = stores[tp]
             for record in records:
                 if record.value is None:
                     data.pop(record.key, None)
@@ -105,3 +106,9 @@ async def acknowledge_read(
                 checksum=None,
             )
         )
+
+
+def committed_offset(app: faust.App, topic: str, partition: int) -> int | None:
+    """The input offset Faust last committed for a partition (its transaction committed with
+    it, under exactly-once): the next offset to read, or ``None`` before the first commit."""
+    return app.consumer._committed_offset.get(TP(topic, partition))  # type: ignore[attr-defined]

@@ -7,6 +7,8 @@ import struct
 
 import msgspec
 
+from config.catalog import KEY_SEP
+
 ID_END = "\x00"  # follows every event id in UserState.ids (and precedes the first)
 BUFFER_RECORD = struct.Struct("<ddI")  # ts, value, index into UserState.buffer_metrics
 FIRST_TS = struct.Struct("<d").unpack_from  # the oldest buffered record's ts
@@ -45,3 +47,19 @@ def decode_state(record: bytes) -> UserState:
             f"a user state in the users changelog is not a UserState ({error}): records written "
             "before commit 1680e57 hold a dict; start the workers on a new XPSTREAM_NAMESPACE"
         ) from None
+
+
+def expire_experiments(record: bytes, experiments: set[str]) -> bytes | None:
+    """A state without ``experiments`` (exposures, crossovers, raw totals): the same record
+    when it had none of them, ``None`` when no experiment is left."""
+    state = decode_state(record)
+    if not experiments.intersection(state.exposures):
+        return record
+    for experiment in experiments:
+        state.exposures.pop(experiment, None)
+    if not state.exposures:
+        return None
+    prefixes = tuple(f"{experiment}{KEY_SEP}" for experiment in experiments)
+    state.crossovers = [e for e in state.crossovers if e not in experiments]
+    state.raw = {key: v for key, v in state.raw.items() if not key.startswith(prefixes)}
+    return encode_state(state)

@@ -1,30 +1,34 @@
 """The Faust pipeline: envelopes → validation → per-user attribution → window aggregates → SQL.
 
-State lives in two plain Faust tables (with changelogs), both written from the partition
-being processed: ``users`` (key user_id: the attribution state) and ``aggregates`` (key
-window/counter + partition: absolute sums). Each unit of work (one message, or under
-exactly-once up to 256 messages and 32 MiB) writes one record per touched key, as record
-batches straight to the partition's (transactional, under exactly-once) producer.
+State lives in two keyed stores with compacted changelogs, both written from the partition
+being processed: ``users`` (key user_id: the attribution state; in memory or in RocksDB,
+pipelines/user_store.py) and ``aggregates`` (a plain Faust table, key window/counter +
+partition: absolute sums). Each unit of work (one message, or under exactly-once up to 256
+messages and 32 MiB) writes one record per touched key, as record batches straight to the
+partition's (transactional, under exactly-once) producer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import faust
+from aiokafka import TopicPartition
 from sqlalchemy import Engine
 
 from config.settings import Settings
 from pipelines.attribution import Aggregates, AttributionConfig
-from pipelines.changelog import restore_changelogs, send_records, store_dict
+from pipelines.changelog import committed_offset, restore_changelogs, send_records, store_dict
 from pipelines.events import ENCODE_EVENTS, CatalogIndex, Event, EventBounds, decode_message
 from pipelines.faust_app import make_app
 from pipelines.flush import Flusher
-from pipelines.producer import partitions_of_keys
 from pipelines.skipped import SkippedReader
 from pipelines.state_keys import decode_counter_value, encode_offset_key, partition_of_key
 from pipelines.topics import Topics
@@ -36,12 +40,16 @@ from pipelines.unit_of_work import (
     split_strays,
     units_of_work,
 )
+from pipelines.user_state import expire_experiments
+from pipelines.user_store import MemoryUsers, RocksUsers, UserStates, Write
 from sinks.outage import Outage
 from sinks.sql.store import flush_partition_state, load_effective_catalog
 
 log = logging.getLogger(__name__)
 BATCH_MESSAGES = 256  # messages taken together under exactly-once
 BATCH_WAIT_SECONDS = 0.02
+EXPIRY_CHECK_SECONDS = 60.0  # how often stopped experiments' TTLs are checked
+EXPIRY_SLICE = 5_000  # user states expired under one hold of the partition
 
 
 @dataclass
@@ -50,8 +58,9 @@ class Pipeline:
     engine: Engine
     app: faust.App
     topics: Topics
-    users: Any  # faust Table[bytes, bytes]
-    aggregates: Any
+    users: UserStates
+    users_changelog: Any  # faust Topic, compacted
+    aggregates: Any  # faust Table[bytes, bytes]
     events_topic: Any
     dead_letter_topic: Any
     skipped: SkippedReader
@@ -65,6 +74,8 @@ class Pipeline:
     serial: asyncio.Lock = field(default_factory=asyncio.Lock)  # agent and tail reads alike
     units: int = 0  # units of work handled, so far
     catalog_outage: Outage = field(default_factory=lambda: Outage("catalog reload", 1.0))
+    stopped: dict[str, float] = field(default_factory=dict)  # experiment → stopped_at (epoch)
+    expired: dict[int, set[str]] = field(default_factory=dict)  # partition → experiments swept
 
     def reload_catalog(self) -> None:
         catalog = load_effective_catalog(self.engine)
@@ -72,6 +83,11 @@ class Pipeline:
         self.config = AttributionConfig.of(
             catalog, self.settings.window_seconds, self.settings.cuped_lookback_days * 86400
         )
+        self.stopped = {
+            e.key: e.stopped_at.timestamp()
+            for e in catalog.experiments
+            if e.status == "stopped" and e.stopped_at is not None
+        }
 
     # --- processing --------------------------------------------------------------------
 
@@ -83,7 +99,13 @@ class Pipeline:
             return
         # Every assigned partition at once: one consumer, one metadata wait, not one each.
         partitions = (self.assigned_partitions() | {partition}) - self.verified
-        await restore_changelogs(self.broker_url, (self.aggregates, self.users), partitions)
+        await self.users_changelog.maybe_declare()
+        aggregates_topic = self.aggregates.changelog_topic.get_topic_name()
+        await restore_changelogs(
+            self.broker_url,
+            {TopicPartition(aggregates_topic, p): store_dict(self.aggregates) for p in partitions},
+        )
+        await self.users.restore(self.broker_url, self.users_changelog.get_topic_name(), partitions)
         self.flusher.full = True  # restored rows are flushed too, not only touched ones
         self.verified |= partitions
 
@@ -96,11 +118,9 @@ class Pipeline:
         aggregates = store_dict(self.aggregates)
         for key in [k for k in aggregates if partition_of_key(k) in partitions]:
             del aggregates[key]
-        users = store_dict(self.users)
-        keys = list(users)
-        for key, home in zip(keys, partitions_of_keys(keys, self.settings.partitions), strict=True):
-            if home in partitions:
-                del users[key]
+        self.users.forget(partitions)
+        for partition in partitions:
+            self.expired.pop(partition, None)
 
     async def handle_batch(self, messages: list[tuple[int, int, bytes]]) -> None:
         """(partition, offset, raw) messages taken together, in arrival order."""
@@ -167,7 +187,9 @@ class Pipeline:
         for home, events in split_strays(by_user, partition, self.settings.partitions).items():
             await self.events_topic.send(value=ENCODE_EVENTS(events), partition=home)
 
-        user_writes = attribute_users(store_dict(self.users), by_user, config, aggregates, offset)
+        user_writes = attribute_users(
+            self.users.view(partition), by_user, config, aggregates, offset
+        )
         # Without transactions, aggregates are durable before user states (a crash in between
         # replays the users, and the offset in each aggregate key keeps the replayed deltas
         # from counting twice), and both before Faust may commit the message's offset.
@@ -182,29 +204,79 @@ class Pipeline:
             self.applied(partition),
         )
         await self.write(self.aggregates, partition, writes, wait=unfenced)
-        await self.write(self.users, partition, user_writes, wait=unfenced)
+        await self.write_users(partition, user_writes, offset, wait=unfenced)
 
     async def write(
         self, table: Any, partition: int, items: list[tuple[bytes, bytes]], wait: bool = False
     ) -> None:
-        """Set keys and send their changelog records in one go, from the current partition;
-        with ``wait``, return only once the broker has acknowledged every record."""
+        """Set aggregate keys and send their changelog records in one go, from the current
+        partition; with ``wait``, return only once the broker has acknowledged every record."""
         if not items:
             return
         data = store_dict(table)
         for key, value in items:
             data[key] = value
-        acks = await send_records(
-            self.app,
-            table.changelog_topic.get_topic_name(),
-            partition,
-            items,
-            self.last_record_alone,
-        )
+        acks = await self.send(table.changelog_topic.get_topic_name(), partition, items)
         if wait:
             await asyncio.gather(*acks)
-        if table is self.aggregates:
-            self.flusher.dirty.update(key for key, _ in items)
+        self.flusher.dirty.update(key for key, _ in items)
+
+    async def write_users(
+        self, partition: int, items: Sequence[Write], unit: int, wait: bool = False
+    ) -> None:
+        """User states (``None``: deleted) of the unit whose last input offset is ``unit``."""
+        if not items:
+            return
+        acks = await self.send(self.users_changelog.get_topic_name(), partition, items)
+        self.users.put(partition, items, unit, acks)
+        if wait:
+            await asyncio.gather(*acks)
+
+    async def send(self, topic: str, partition: int, items: Sequence[Write]) -> list[Any]:
+        return await send_records(
+            self.app, self.topics.events, topic, partition, items, self.last_record_alone
+        )
+
+    def sync_users(self) -> None:
+        """Committed units' user states to the store's disk (RocksDB; nothing in memory)."""
+        for partition in self.verified:
+            self.users.sync(partition, committed_offset(self.app, self.topics.events, partition))
+
+    async def expire_states(self, now: float) -> int:
+        """Remove from users' states the experiments stopped more than the TTL ago (a user
+        left with none is deleted, a tombstone on the changelog), once per partition and
+        experiment; returns how many states changed."""
+        cutoff = now - self.settings.state_ttl_days * 86400
+        due = {key for key, stopped_at in self.stopped.items() if stopped_at < cutoff}
+        changed = 0
+        for partition in sorted(self.assigned_partitions() & self.verified):
+            todo = due - self.expired.get(partition, set())
+            if not todo:
+                continue
+            keys = list(self.users.keys(partition))
+            for start in range(0, len(keys), EXPIRY_SLICE):
+                async with self.serial:  # the agent waits a slice, not the whole sweep
+                    if partition not in self.verified:
+                        break  # revoked meanwhile: the next owner sweeps it
+                    view = self.users.view(partition)
+                    writes: list[Write] = []
+                    for key in keys[start : start + EXPIRY_SLICE]:
+                        record = view.get(key)
+                        if (
+                            record is not None
+                            and (new := expire_experiments(record, todo)) != record
+                        ):
+                            writes.append((key, new))
+                    applied = self.applied(partition)
+                    # In the transaction of the partition's next unit: synced once that commits.
+                    unit = -1 if applied is None else applied + 1
+                    await self.write_users(
+                        partition, writes, unit, wait=not self.app.in_transaction
+                    )
+                    changed += len(writes)
+            else:
+                self.expired.setdefault(partition, set()).update(todo)
+        return changed
 
     # --- flushing ----------------------------------------------------------------------
 
@@ -248,6 +320,7 @@ def build_pipeline(
     broker_url: str,
     engine: Engine,
     app_id: str | None = None,
+    state_store: Literal["memory", "rocksdb"] = "memory",
 ) -> Pipeline:
     """A Faust app with the pipeline's topics, tables, agent, flush timer and signals."""
     topics = Topics.of(settings.namespace)
@@ -264,7 +337,19 @@ def build_pipeline(
     dead_letter_topic = app.topic(
         topics.dead_letter, value_serializer="raw", key_serializer="raw", partitions=1
     )
-    users = app.Table("users", key_type=bytes, value_type=bytes, partitions=settings.partitions)
+    users_changelog = app.topic(
+        f"{app.conf.id}-users-changelog",
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.partitions,
+        compacting=True,
+        internal=True,
+    )
+    users: UserStates = (
+        RocksUsers(Path(settings.data_dir) / settings.namespace)
+        if state_store == "rocksdb"
+        else MemoryUsers()
+    )
     aggregates = app.Table(
         "aggregates", key_type=bytes, value_type=bytes, partitions=settings.partitions
     )
@@ -274,6 +359,7 @@ def build_pipeline(
         app,
         topics,
         users,
+        users_changelog,
         aggregates,
         events_topic,
         dead_letter_topic,
@@ -301,8 +387,13 @@ def build_pipeline(
     @app.timer(settings.flush_seconds)
     async def flush_timer() -> None:
         await pipeline.read_tails()
+        pipeline.sync_users()
         await pipeline.flush()
         await pipeline.refresh_catalog()
+
+    @app.timer(EXPIRY_CHECK_SECONDS)
+    async def expiry_timer() -> None:
+        await pipeline.expire_states(time.time())
 
     @app.on_rebalance_complete.connect  # type: ignore[arg-type]
     async def after_rebalance(sender: Any, **_: Any) -> None:
@@ -315,6 +406,9 @@ def build_pipeline(
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def before_shutdown(sender: Any, **_: Any) -> None:
+        # Sent once the consumer has stopped and made its last commit.
         await pipeline.flush()
+        pipeline.sync_users()
+        pipeline.users.close()
 
     return pipeline

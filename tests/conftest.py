@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,6 +33,9 @@ for _name in [name for name in os.environ if name.startswith(("XPSTREAM_", "OTEL
 # every process they start accepts event times up to a century old (the default is 400 days).
 os.environ["XPSTREAM_EVENT_MAX_AGE_DAYS"] = "36500"
 HISTORICAL = EventBounds(max_age_seconds=36500 * DAY)
+
+# Workers' on-disk user states (XPSTREAM_DATA_DIR), a namespace each; gone when the session ends.
+STATE_DIR = Path(tempfile.gettempdir()) / "xpstream-test-state"
 
 
 @dataclass(frozen=True)
@@ -165,7 +170,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Fail the run if a service a test started outlives the session."""
+    """Fail the run if a service a test started outlives the session; remove the workers'
+    on-disk states."""
+    shutil.rmtree(STATE_DIR, ignore_errors=True)
     leftovers = _live_children(os.getpid())
     # A broker whose command was SIGKILLed is re-parented: look for every one started since.
     leftovers += [f"embedded broker, pid {pid}" for pid in sorted(_brokers() - BROKERS_BEFORE)]

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from tests.conftest import Broker
+from tests.conftest import STATE_DIR, Broker
 
 XPSTREAM = str(Path(sys.executable).with_name("xpstream"))
 
@@ -25,6 +25,7 @@ def pipeline_env(broker: Broker, database_url: str, **extra: str) -> dict[str, s
         "XPSTREAM_DATABASE_URL": database_url,
         "XPSTREAM_PARTITIONS": "4",
         "XPSTREAM_FLUSH_SECONDS": "0.5",
+        "XPSTREAM_DATA_DIR": str(STATE_DIR),
         "COLUMNS": "200",
         **extra,
     }

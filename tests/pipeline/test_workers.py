@@ -19,7 +19,7 @@ from config.settings import Settings
 from jobs.replay import produce_lines
 from pipelines.topics import Topics
 from sinks.sql.store import flushed_offsets
-from tests.conftest import Broker
+from tests.conftest import STATE_DIR, Broker
 from tests.pipeline.conftest import XPSTREAM, load_catalog, pipeline_env
 from tests.pipeline.generate import CATALOG, EventFile, generate
 from tests.pipeline.test_ground_truth import check_against_ground_truth
@@ -153,5 +153,8 @@ def test_sigkill_and_restart_is_exact(
             env, small_file, tmp_path / "worker.log", engine, *KILL_POINTS[kill_point]
         )
         check_against_ground_truth(engine, small_file)
+        # `xpstream run` keeps user states in RocksDB, a database per partition.
+        stores = STATE_DIR / env["XPSTREAM_NAMESPACE"]
+        assert sorted(p.name for p in stores.iterdir()) == [f"users-{p}" for p in range(4)]
     finally:
         engine.dispose()
