@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
@@ -19,6 +19,8 @@ from swagger_ui_bundle import swagger_ui_path
 
 from api.auth import RETRY_AFTER_SECONDS, SECURITY_SCHEME, Authentication
 from api.catalog_watch import CatalogWatch
+from api.console import pages as console
+from api.console.session import SIGN_IN, SignInRequired
 from api.metrics import MetricsAndLimits, store_families
 from api.routers import assignments, catalog, evaluation, events, ops, reports, rollouts, sdk
 from api.state import ApiState, DatabaseUnavailableError
@@ -67,6 +69,11 @@ def create_app(settings: Settings, engine: Engine, bootstrap: str) -> FastAPI:
     app.router.routes.append(assignments.assignments_route)
     for module in (assignments, events, evaluation, catalog, rollouts, reports, ops, sdk):
         app.include_router(module.router)
+    app.include_router(console.router)
+
+    @app.exception_handler(SignInRequired)
+    async def sign_in_first(_request: Request, _exc: SignInRequired) -> RedirectResponse:
+        return RedirectResponse(SIGN_IN, status_code=303)
 
     def collect() -> list[Any]:
         return store_families(

@@ -151,6 +151,7 @@ async def pipeline_rate(
         "XPSTREAM_DATABASE_URL": settings.database_url,
         "XPSTREAM_PARTITIONS": str(PARTITIONS),
         "XPSTREAM_FLUSH_SECONDS": str(settings.flush_seconds),
+        "XPSTREAM_DATA_DIR": tempfile.mkdtemp(prefix="xpstream-bench-state-"),  # RocksDB
     }
     xpstream = Path(sys.executable).with_name("xpstream")
     worker = subprocess.Popen(

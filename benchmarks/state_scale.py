@@ -2,10 +2,13 @@
 Apache Kafka with exactly-once, the memory store beside the RocksDB store in the same run.
 For each store: events/s (flushed to SQL, from the first flush to the last), the worker's peak
 and final RSS, then a SIGKILL, a few more events and a restart: seconds from the restart to
-the first flush of a new event (the memory store re-reads its whole users changelog first).
+the first flush of a new event (the memory store re-reads its whole users changelog first),
+and the restarted worker's RSS (what it holds to serve every user).
 
 Run: PYTHONPATH=. .venv/bin/python benchmarks/state_scale.py [--users 1000000]
-Each user has one exposure and one metric event, in envelopes of 500.
+Users arrive over a day, each with an exposure and a metric event a minute later (so a user's
+state is read again while the worker may still hold it in memory, as in live traffic); in
+envelopes of 500.
 """
 
 from __future__ import annotations
@@ -38,37 +41,46 @@ ENVELOPE = 500
 
 
 def user_events(users: int, seed: int = 7) -> list[bytes]:
-    """Every user's exposure to one of the demo's experiments, then every user's metric."""
+    """Users arriving over a day (one every 86 ms), each exposed to one of the demo's
+    experiments and doing a metric event a minute later; in time order."""
     rng = random.Random(seed)
     experiments = list(demo_catalog().experiments)
-    start = recent_start(1.0)
-    exposures, metrics = [], []
+    start = recent_start(1.5)
+    spacing = 86400.0 / users
+    events = []
     for number in range(users):
         user = f"user-{number}"
         experiment = experiments[number % len(experiments)]
         index = assign(user, experiment.hashing_seed, [v.weight for v in experiment.variants])
-        ts = start + number * 1e-3
-        common = {"user_id": user, "ts": ts}
-        exposures.append(
-            {
-                **common,
-                "event_id": f"x{number}",
-                "type": "exposure",
-                "experiment": experiment.key,
-                "variant": experiment.variants[index].key,
-            }
+        ts = start + number * spacing
+        events.append(
+            (
+                ts,
+                {
+                    "user_id": user,
+                    "ts": ts,
+                    "event_id": f"x{number}",
+                    "type": "exposure",
+                    "experiment": experiment.key,
+                    "variant": experiment.variants[index].key,
+                },
+            )
         )
-        metrics.append(
-            {
-                **common,
-                "event_id": f"m{number}",
-                "type": "metric",
-                "metric": "revenue",
-                "value": round(rng.uniform(1, 100), 2),
-                "ts": ts + 60.0,
-            }
+        events.append(
+            (
+                ts + 60.0,
+                {
+                    "user_id": user,
+                    "ts": ts + 60.0,
+                    "event_id": f"m{number}",
+                    "type": "metric",
+                    "metric": "revenue",
+                    "value": round(rng.uniform(1, 100), 2),
+                },
+            )
         )
-    return [orjson.dumps(event) for event in exposures + metrics]
+    events.sort(key=lambda pair: pair[0])
+    return [orjson.dumps(event) for _, event in events]
 
 
 def memory_kib(pid: int) -> dict[str, int]:
@@ -87,6 +99,7 @@ class Figures:
     peak_rss_mib: float
     final_rss_mib: float
     restart_seconds: float
+    restarted_rss_mib: float
 
 
 def wait_flushed(
@@ -127,9 +140,11 @@ async def measure(bootstrap: str, store: str, lines: list[bytes], workdir: Path)
         "XPSTREAM_FLUSH_SECONDS": "1.0",
         "XPSTREAM_STATE_STORE": store,
         "XPSTREAM_DATA_DIR": str(workdir / "state"),
+        "XPSTREAM_LOG_LEVEL": "INFO",
     }
+    log = (workdir / f"{store}.log").open("ab")
     command = [str(Path(sys.executable).with_name("xpstream")), "run", "--only", "workers"]
-    worker = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
+    worker = subprocess.Popen(command, env=env, stderr=log, stdout=log)
     try:
         started: tuple[float, int] | None = None
         while started is None:
@@ -147,10 +162,12 @@ async def measure(bootstrap: str, store: str, lines: list[bytes], workdir: Path)
         # A few more events for users the worker already holds, then the restart.
         await produce(bootstrap, topic, lines[-ENVELOPE * PARTITIONS :], ENVELOPE)
         restarted = time.perf_counter()
-        worker = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
+        worker = subprocess.Popen(command, env=env, stderr=log, stdout=log)
         news = {p: offset + 1 for p, offset in targets.items()}
         first = wait_flushed(engine, topic, news, 3600, any_one=True)
-        return Figures(rate, rss["VmHWM"] / 1024, rss["VmRSS"] / 1024, first - restarted)
+        time.sleep(2)
+        again = memory_kib(worker.pid)["VmRSS"] / 1024  # what the restarted worker holds
+        return Figures(rate, rss["VmHWM"] / 1024, rss["VmRSS"] / 1024, first - restarted, again)
     finally:
         worker.terminate()
         worker.wait(timeout=60)
@@ -171,13 +188,15 @@ async def main_async(users: int, bootstrap: str) -> None:
         print(
             f"  {store:8} {f.events_per_second:9,.0f} events/s; worker RSS peak "
             f"{f.peak_rss_mib:6,.0f} MiB, at the end {f.final_rss_mib:6,.0f} MiB; restart after "
-            f"SIGKILL to the first new event flushed {f.restart_seconds:5.1f} s"
+            f"SIGKILL to the first new event flushed {f.restart_seconds:5.1f} s, RSS then "
+            f"{f.restarted_rss_mib:6,.0f} MiB"
         )
     memory, rocks = figures["memory"], figures["rocksdb"]
     print(
         f"  rocksdb/memory: events/s {rocks.events_per_second / memory.events_per_second:.2f}×, "
         f"peak RSS {rocks.peak_rss_mib / memory.peak_rss_mib:.2f}×, "
-        f"restart {rocks.restart_seconds / memory.restart_seconds:.2f}×"
+        f"restart {rocks.restart_seconds / memory.restart_seconds:.2f}×, RSS after the restart "
+        f"{rocks.restarted_rss_mib / memory.restarted_rss_mib:.2f}×"
     )
 
 

@@ -1,7 +1,7 @@
-"""The Faust internals the pipeline relies on, all in this module: a table's store as a dict,
-changelog writes as whole record batches on the producer Faust would use (the partition's
-transactional producer under exactly-once), changelog restore, and acknowledging offsets the
-pipeline read around the Faust stream. Check these first when upgrading faust-streaming."""
+"""The Faust internals the pipeline relies on, all in this module: changelog writes as whole
+record batches on the producer Faust would use (the partition's transactional producer under
+exactly-once), the offsets Faust committed, and acknowledging offsets the pipeline read around
+the Faust stream; and changelog restore. Check these first when upgrading faust-streaming."""
 
 from __future__ import annotations
 
@@ -15,12 +15,6 @@ from faust.transport.consumer import TopicPartitionGroup, TransactionManager
 from faust.types import TP, Message
 
 from sinks.kafka_reads import committed_reader, read_until
-
-
-def store_dict(table: Any) -> dict[bytes, bytes]:
-    """A memory-store table's own dict: the store's mapping methods are Python-level layers
-    that cost more than the lookups themselves."""
-    return table.data.data
 
 
 async def send_records(

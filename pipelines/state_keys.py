@@ -49,6 +49,15 @@ class CounterKey(NamedTuple):
     partition: int
 
 
+def statistics_prefixes(experiments: set[str]) -> tuple[bytes, ...]:
+    """Every window and total key of these experiments starts with one of these."""
+    return tuple(
+        KEY_SEP.join((kind, experiment, "")).encode()
+        for kind in (WINDOW, TOTAL)
+        for experiment in sorted(experiments)
+    )
+
+
 def encode_window_key(
     experiment: str, variant: str, metric: str, window_start: int, partition: int
 ) -> bytes:

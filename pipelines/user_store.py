@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from aiokafka import ConsumerRecord, TopicPartition
-from rocksdict import Options, Rdict, WriteBatch
+from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch, WriteOptions
 
 from pipelines.changelog import restore_changelogs
 from sinks.kafka_reads import committed_reader, read_until
@@ -26,6 +26,7 @@ Write = tuple[bytes, bytes | None]  # None deletes the key (a tombstone in the c
 # Not UTF-8, so no user id encodes to it: the changelog offset the store reflects.
 CHECKPOINT = b"\xffchangelog-offset"
 OPEN_ATTEMPTS = 60  # a revoked partition's store is closed by its previous owner first
+BLOCK_CACHE_BYTES = 32 * 1024 * 1024
 
 
 class UserStates(Protocol):
@@ -153,6 +154,11 @@ class RocksUsers:
         self.directory = directory
         self.write_buffer_bytes = write_buffer_bytes
         self.partitions: dict[int, RocksPartition] = {}
+        self.cache = Cache(BLOCK_CACHE_BYTES)  # shared by the partitions' databases
+        # No write-ahead log: a crash loses the memtables, and the disk falls back to an earlier
+        # batch, with the checkpoint written in it; the changelog after it is read again.
+        self.write_options = WriteOptions()
+        self.write_options.disable_wal = True  # type: ignore[method-assign,assignment]  # a property
 
     def _options(self) -> Options:
         options = Options(raw_mode=True)
@@ -160,6 +166,10 @@ class RocksUsers:
         # Memtables are RocksDB's main memory: bounded per partition (the default is 64 MiB).
         options.set_write_buffer_size(self.write_buffer_bytes)
         options.set_max_write_buffer_number(2)
+        table = BlockBasedOptions()
+        table.set_bloom_filter(10, False)  # a new user's miss skips the data blocks
+        table.set_block_cache(self.cache)
+        options.set_block_based_table_factory(table)
         return options
 
     def _path(self, partition: int) -> Path:
@@ -179,7 +189,7 @@ class RocksUsers:
         return RocksPartition(db, -1 if value is None else int(value))
 
     def _wipe(self, partition: int) -> None:
-        self.partitions.pop(partition).db.close()
+        self.partitions.pop(partition).db.close()  # nothing in it is kept
         shutil.rmtree(self._path(partition), ignore_errors=True)
 
     def view(self, partition: int) -> RocksView:
@@ -229,8 +239,7 @@ class RocksUsers:
             time.perf_counter() - started,
         )
 
-    @staticmethod
-    def _apply(part: RocksPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+    def _apply(self, part: RocksPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         batch = WriteBatch(raw_mode=True)
         for record in records:
             if record.value is None:
@@ -239,7 +248,7 @@ class RocksUsers:
                 batch.put(record.key, record.value)
         part.checkpoint = records[-1].offset
         batch.put(CHECKPOINT, str(part.checkpoint).encode())
-        part.db.write(batch)
+        part.db.write(batch, self.write_options)
 
     def sync(self, partition: int, committed: int | None) -> None:
         """Move the writes of units below ``committed`` (the partition's committed input
@@ -267,7 +276,7 @@ class RocksUsers:
         if not last:
             return
         batch.put(CHECKPOINT, str(checkpoint).encode())
-        part.db.write(batch)
+        part.db.write(batch, self.write_options)
         part.checkpoint = checkpoint
         part.pending = {k: entry for k, entry in part.pending.items() if entry[1] > last}
 
@@ -278,7 +287,9 @@ class RocksUsers:
         """Revoked partitions: their uncommitted writes go (their transaction may be aborted),
         their disk stays for a later assignment, closed so that another worker may open it."""
         for partition in partitions & set(self.partitions):
-            self.partitions.pop(partition).db.close()
+            db = self.partitions.pop(partition).db
+            db.flush()  # without a write-ahead log, the memtables reach the disk only so
+            db.close()
 
     def close(self) -> None:
         self.forget(set(self.partitions))

@@ -2,10 +2,12 @@
 
 State lives in two keyed stores with compacted changelogs, both written from the partition
 being processed: ``users`` (key user_id: the attribution state; in memory or in RocksDB,
-pipelines/user_store.py) and ``aggregates`` (a plain Faust table, key window/counter +
-partition: absolute sums). Each unit of work (one message, or under exactly-once up to 256
-messages and 32 MiB) writes one record per touched key, as record batches straight to the
-partition's (transactional, under exactly-once) producer.
+pipelines/user_store.py) and ``aggregates`` (a dict, key window/counter + partition: absolute
+sums). Neither is a Faust table: the pipeline restores both itself, which Faust's table
+recovery would repeat (and, after a crash under exactly-once, wait 10 s for). Each unit of work
+(one message, or under exactly-once up to 256 messages and 32 MiB) writes one record per
+touched key, as record batches straight to the partition's (transactional, under
+exactly-once) producer.
 """
 
 from __future__ import annotations
@@ -25,12 +27,17 @@ from sqlalchemy import Engine
 
 from config.settings import Settings
 from pipelines.attribution import Aggregates, AttributionConfig
-from pipelines.changelog import committed_offset, restore_changelogs, send_records, store_dict
+from pipelines.changelog import committed_offset, restore_changelogs, send_records
 from pipelines.events import ENCODE_EVENTS, CatalogIndex, Event, EventBounds, decode_message
 from pipelines.faust_app import make_app
 from pipelines.flush import Flusher
 from pipelines.skipped import SkippedReader
-from pipelines.state_keys import decode_counter_value, encode_offset_key, partition_of_key
+from pipelines.state_keys import (
+    decode_counter_value,
+    encode_offset_key,
+    partition_of_key,
+    statistics_prefixes,
+)
 from pipelines.topics import Topics
 from pipelines.unit_of_work import (
     aggregate_writes,
@@ -60,7 +67,8 @@ class Pipeline:
     topics: Topics
     users: UserStates
     users_changelog: Any  # faust Topic, compacted
-    aggregates: Any  # faust Table[bytes, bytes]
+    aggregates: dict[bytes, bytes]
+    aggregates_changelog: Any  # faust Topic, compacted
     events_topic: Any
     dead_letter_topic: Any
     skipped: SkippedReader
@@ -100,10 +108,10 @@ class Pipeline:
         # Every assigned partition at once: one consumer, one metadata wait, not one each.
         partitions = (self.assigned_partitions() | {partition}) - self.verified
         await self.users_changelog.maybe_declare()
-        aggregates_topic = self.aggregates.changelog_topic.get_topic_name()
+        await self.aggregates_changelog.maybe_declare()
+        topic = self.aggregates_changelog.get_topic_name()
         await restore_changelogs(
-            self.broker_url,
-            {TopicPartition(aggregates_topic, p): store_dict(self.aggregates) for p in partitions},
+            self.broker_url, {TopicPartition(topic, p): self.aggregates for p in partitions}
         )
         await self.users.restore(self.broker_url, self.users_changelog.get_topic_name(), partitions)
         self.flusher.full = True  # restored rows are flushed too, not only touched ones
@@ -115,9 +123,8 @@ class Pipeline:
         self.verified -= partitions
         self.totals_checked -= partitions
         self.skipped.forget(partitions)
-        aggregates = store_dict(self.aggregates)
-        for key in [k for k in aggregates if partition_of_key(k) in partitions]:
-            del aggregates[key]
+        for key in [k for k in self.aggregates if partition_of_key(k) in partitions]:
+            del self.aggregates[key]
         self.users.forget(partitions)
         for partition in partitions:
             self.expired.pop(partition, None)
@@ -140,8 +147,8 @@ class Pipeline:
             if partition not in self.totals_checked:
                 applied = self.applied(partition)
                 if applied is not None:
-                    backfill = missing_totals(store_dict(self.aggregates), partition, applied)
-                    await self.write(self.aggregates, partition, backfill, wait=True)
+                    backfill = missing_totals(self.aggregates, partition, applied)
+                    await self.write_aggregates(partition, backfill, wait=True)
                 self.totals_checked.add(partition)
             complete = await self.skipped.with_skipped(
                 partition, self.applied(partition), messages, through
@@ -151,7 +158,7 @@ class Pipeline:
 
     def applied(self, partition: int) -> int | None:
         """The highest offset of ``partition`` whose effects are in the state."""
-        value = store_dict(self.aggregates).get(encode_offset_key(self.topics.events, partition))
+        value = self.aggregates.get(encode_offset_key(self.topics.events, partition))
         return None if value is None else int(decode_counter_value(value)[0])
 
     async def read_tails(self) -> None:
@@ -196,27 +203,25 @@ class Pipeline:
         # A transaction makes all of it durable together, so nothing waits.
         unfenced = not self.app.in_transaction
         writes = aggregate_writes(
-            store_dict(self.aggregates),
+            self.aggregates,
             aggregates,
             self.topics.events,
             partition,
             offset,
             self.applied(partition),
         )
-        await self.write(self.aggregates, partition, writes, wait=unfenced)
+        await self.write_aggregates(partition, writes, wait=unfenced)
         await self.write_users(partition, user_writes, offset, wait=unfenced)
 
-    async def write(
-        self, table: Any, partition: int, items: list[tuple[bytes, bytes]], wait: bool = False
+    async def write_aggregates(
+        self, partition: int, items: list[tuple[bytes, bytes]], wait: bool = False
     ) -> None:
         """Set aggregate keys and send their changelog records in one go, from the current
         partition; with ``wait``, return only once the broker has acknowledged every record."""
         if not items:
             return
-        data = store_dict(table)
-        for key, value in items:
-            data[key] = value
-        acks = await self.send(table.changelog_topic.get_topic_name(), partition, items)
+        self.aggregates.update(items)
+        acks = await self.send(self.aggregates_changelog.get_topic_name(), partition, items)
         if wait:
             await asyncio.gather(*acks)
         self.flusher.dirty.update(key for key, _ in items)
@@ -275,8 +280,26 @@ class Pipeline:
                     )
                     changed += len(writes)
             else:
+                async with self.serial:
+                    await self.expire_statistics(partition, todo)
                 self.expired.setdefault(partition, set()).update(todo)
         return changed
+
+    async def expire_statistics(self, partition: int, experiments: set[str]) -> None:
+        """Drop the experiments' window and total keys from the worker's memory (tombstones on
+        the changelog); their SQL rows stay as they are. Counters stay: one counted after
+        this would start again from zero and overwrite its SQL row."""
+        prefixes = statistics_prefixes(experiments)
+        gone = [
+            key
+            for key in self.aggregates
+            if key.startswith(prefixes) and partition_of_key(key) == partition
+        ]
+        for key in gone:
+            del self.aggregates[key]
+        await self.send(
+            self.aggregates_changelog.get_topic_name(), partition, [(k, None) for k in gone]
+        )
 
     # --- flushing ----------------------------------------------------------------------
 
@@ -290,7 +313,7 @@ class Pipeline:
     async def flush(self) -> None:
         """Upsert absolute rows of the partitions this worker owns into SQL."""
         await self.flusher.flush(
-            store_dict(self.aggregates),
+            self.aggregates,
             self.assigned_partitions(),
             lambda rows: flush_partition_state(
                 self.engine,
@@ -337,21 +360,21 @@ def build_pipeline(
     dead_letter_topic = app.topic(
         topics.dead_letter, value_serializer="raw", key_serializer="raw", partitions=1
     )
-    users_changelog = app.topic(
-        f"{app.conf.id}-users-changelog",
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=settings.partitions,
-        compacting=True,
-        internal=True,
+    users_changelog, aggregates_changelog = (
+        app.topic(
+            f"{app.conf.id}-{name}-changelog",
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=settings.partitions,
+            compacting=True,
+            internal=True,
+        )
+        for name in ("users", "aggregates")
     )
     users: UserStates = (
         RocksUsers(Path(settings.data_dir) / settings.namespace)
         if state_store == "rocksdb"
         else MemoryUsers()
-    )
-    aggregates = app.Table(
-        "aggregates", key_type=bytes, value_type=bytes, partitions=settings.partitions
     )
     pipeline = Pipeline(
         settings,
@@ -360,7 +383,8 @@ def build_pipeline(
         topics,
         users,
         users_changelog,
-        aggregates,
+        {},
+        aggregates_changelog,
         events_topic,
         dead_letter_topic,
         SkippedReader(app, broker_url, topics.events),

@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, HTTPException, Query
 
-from api.catalog_service import flag_public
 from api.deps import Analyst, Reader, SessionDep, StateDep
+from api.report_service import experiment_lift, experiment_of, experiment_report
 from api.schemas import Report, WindowPoint
-from api.state import ApiState
 from api.strict_json import StrictJsonRoute
-from config.catalog import Experiment
 from sinks.sql.alerts import list_alerts
 from sinks.sql.audit import list_audit
-from sinks.sql.models import FlagRow
-from sinks.sql.results import guardrail_states, last_look, latest_results, srm_state
-from sinks.sql.store import as_utc, counter_totals, window_rows
+from sinks.sql.store import as_utc, window_rows
 from stats.sufficient import STATISTICS, ArmStats, mean_and_variance
 
 router = APIRouter(prefix="/v1", tags=["reports"], route_class=StrictJsonRoute)
@@ -27,39 +23,19 @@ Since = Annotated[datetime | None, Query(description="ISO 8601; only entries at 
 
 @router.get("/experiments/{key}/report", response_model=Report)
 def report(key: str, state: StateDep, session: SessionDep, _caller: Reader) -> Report:
-    experiment = _experiment(state, key)
-    flag = None
-    if experiment.flag is not None:
-        row = session.get(FlagRow, experiment.flag)
-        flag = flag_public(row) if row is not None else None
-    looked_at = last_look(state.engine, key)
-    order = {m: i for i, m in enumerate(experiment.analysed_metrics)}
-    results = sorted(
-        latest_results(state.engine, key),
-        key=lambda r: (order.get(r["metric"], len(order)), r["variant"]),
-    )
-    return Report(
-        experiment=key,
-        status=experiment.status,
-        started_at=experiment.started_at,
-        stopped_at=experiment.stopped_at,
-        start_at=experiment.start_at,
-        end_at=experiment.end_at,
-        looked_at=as_utc(looked_at).isoformat() if looked_at else None,
-        results=results,
-        srm=srm_state(state.engine, key),
-        guardrails=guardrail_states(state.engine, key),
-        flag=flag,
-        counters={
-            name: int(counter_totals(state.engine, name).get(key, 0.0))
-            for name in ("users", "crossovers", "outside_schedule")
-        },
-    )
+    return experiment_report(state, session, key)
+
+
+@router.get("/experiments/{key}/lift")
+def lift(key: str, state: StateDep, _caller: Analyst) -> list[dict[str, Any]]:
+    """After each window, per metric and variant: users in the two arms, the relative effect
+    and its always-valid interval, intersected with every earlier one."""
+    return experiment_lift(state, key)
 
 
 @router.get("/experiments/{key}/timeseries", response_model=list[WindowPoint])
 def timeseries(key: str, state: StateDep, _caller: Analyst) -> list[WindowPoint]:
-    _experiment(state, key)
+    experiment_of(state, key)
     rows = window_rows(state.engine, key)
     if not rows:
         return []
@@ -88,13 +64,6 @@ def alerts(state: StateDep, _caller: Reader, since: Since = None) -> list[dict[s
 @router.get("/audit")
 def audit_log(state: StateDep, _caller: Analyst, since: Since = None) -> list[dict[str, object]]:
     return list_audit(state.engine, _aware(since))
-
-
-def _experiment(state: ApiState, key: str) -> Experiment:
-    try:
-        return state.catalog().catalog.experiment(key)
-    except StopIteration:
-        raise HTTPException(404, f"experiment: unknown experiment {key!r}") from None
 
 
 def _aware(since: datetime | None) -> datetime | None:

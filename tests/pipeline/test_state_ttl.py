@@ -45,6 +45,11 @@ def solo_lines() -> list[bytes]:
     ]  # fmt: skip
 
 
+def statistics_of(pipeline: Pipeline) -> set[bytes]:
+    """The experiments whose windows or totals the worker holds."""
+    return {key.split(b"\x1f")[1] for key in pipeline.aggregates if key[:1] in (b"w", b"t")}
+
+
 def states(pipeline: Pipeline) -> dict[bytes, bytes]:
     return {
         key: record
@@ -125,6 +130,7 @@ def test_a_stopped_experiments_states_expire_after_the_ttl(
             bad = await produce_lines(settings, bootstrap, [b'{"not": "an event"}'])
             await wait_until_flushed(engine, topics.events, bad, 60)
             await asyncio.sleep(1.5)  # a flush interval: the commit reaches the disk
+            assert statistics_of(pipeline) == {b"exp-b", b"exp-c"}  # exp-a's left memory
             return before, states(pipeline), changed
         finally:
             await pipeline.app.stop()
@@ -161,6 +167,7 @@ def test_a_stopped_experiments_states_expire_after_the_ttl(
                 assert time.monotonic() < deadline, "never assigned"
                 await asyncio.sleep(0.2)
             await pipeline.ensure_state(0)  # every assigned partition, from its checkpoint
+            assert statistics_of(pipeline) == {b"exp-b", b"exp-c"}  # the tombstones restored
             return states(pipeline)
         finally:
             await pipeline.app.stop()
