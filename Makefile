@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # (rebuilt whenever it changes) and runs as plain Python where the extension is missing.
 NATIVE := pipelines/attribution$(shell $(PYTHON) -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))")
 
-.PHONY: demo test lint install native clean
+.PHONY: demo test lint install native clean browser
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,7 +28,12 @@ native: $(NATIVE)
 demo: $(STAMP) $(NATIVE)
 	$(BIN)/xpstream demo
 
-test: $(STAMP) $(NATIVE)
+# The console's browser tests drive Debian's Chromium through its chromedriver.
+browser:
+	command -v chromedriver >/dev/null || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
+
+test: $(STAMP) $(NATIVE) browser
 	$(BIN)/pytest
 
 lint: $(STAMP)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import HTTPException
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.catalog_service import flag_public
@@ -13,10 +14,12 @@ from api.schemas import Report
 from api.state import ApiState
 from config.catalog import Experiment
 from sinks.sql.analysis import lift_over_time
-from sinks.sql.models import FlagRow
+from sinks.sql.models import FlagRow, PartitionOffsetRow
 from sinks.sql.results import guardrail_states, last_look, latest_results, srm_state
 from sinks.sql.store import as_utc, counter_totals
 from stats.analysis import AnalysisOptions
+
+LIFT_CACHE_SIZE = 64  # experiments whose effect over time a process keeps
 
 
 def experiment_of(state: ApiState, key: str) -> Experiment:
@@ -57,18 +60,39 @@ def experiment_report(state: ApiState, session: Session, key: str) -> Report:
     )
 
 
-def experiment_lift(state: ApiState, key: str) -> list[dict[str, Any]]:
-    """After each window, per metric and variant: users in the two arms, the relative effect
-    and its always-valid interval (intersected over time)."""
+def experiment_lift(state: ApiState, key: str, points: int | None = None) -> list[dict[str, Any]]:
+    """After each window (or each of about ``points`` periods), per metric and variant: users
+    in the two arms, the relative effect and its always-valid interval (intersected over
+    time)."""
     experiment = experiment_of(state, key)
+    # Window rows change only with a flush, which moves an offset: until then, the last answer.
+    with state.engine.connect() as conn:
+        flushed = tuple(
+            conn.execute(
+                select(
+                    PartitionOffsetRow.topic,
+                    PartitionOffsetRow.partition,
+                    PartitionOffsetRow.offset,
+                ).order_by(PartitionOffsetRow.topic, PartitionOffsetRow.partition)
+            )
+        )
+    signature = (key, points, experiment, flushed)
+    cached = state.lift_cache.get((key, points))
+    if cached is not None and cached[0] == signature:
+        return cached[1]
     series = lift_over_time(
         state.engine,
         state.catalog().catalog,
         experiment,
         AnalysisOptions(state.settings.alpha, state.settings.tau),
+        points,
     )
-    return [
+    lift = [
         {"metric": metric, "variant": variant, **point}
-        for (metric, variant), points in series.items()
-        for point in points
+        for (metric, variant), line in series.items()
+        for point in line
     ]
+    state.lift_cache[(key, points)] = (signature, lift)
+    while len(state.lift_cache) > LIFT_CACHE_SIZE:
+        state.lift_cache.pop(next(iter(state.lift_cache)))
+    return lift

@@ -7,7 +7,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -121,6 +121,10 @@ class ApiState:
     _producer: AIOKafkaProducer | None = None
     _producer_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     outage: Outage = field(default_factory=lambda: Outage("catalog read", 1.0, cap=5.0))
+    # (experiment, points) → (what it was computed from, the effect over time): report_service
+    lift_cache: dict[tuple[str, int | None], tuple[Any, list[dict[str, Any]]]] = field(
+        default_factory=dict
+    )
 
     def __post_init__(self) -> None:
         self.auth = Authenticator(self.engine)

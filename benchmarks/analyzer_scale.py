@@ -77,17 +77,23 @@ def fill(engine: sa.Engine, experiments: int, windows: int) -> int:
             ),
             {"experiments": experiments, "windows": windows, "metrics": list(METRICS)},
         )
-        sums = ", ".join(f"SUM({name})" for name in STATISTICS)
-        conn.execute(
-            sa.text(
-                f"INSERT INTO cumulative_aggregates (experiment, variant, metric, partition, "
-                f"{columns}, source_offset) SELECT experiment, variant, metric, partition, "
-                f"{sums}, MAX(source_offset) FROM window_aggregates "
-                "GROUP BY experiment, variant, metric, partition"
-            )
-        )
-        conn.execute(sa.text("ANALYZE"))
+        sum_totals(conn)
         return int(conn.execute(sa.text("SELECT count(*) FROM window_aggregates")).scalar_one())
+
+
+def sum_totals(conn: sa.Connection) -> None:
+    """The totals of every window row, as migration 0009 makes them; then fresh statistics."""
+    columns = ", ".join(STATISTICS)
+    sums = ", ".join(f"SUM({name})" for name in STATISTICS)
+    conn.execute(
+        sa.text(
+            f"INSERT INTO cumulative_aggregates (experiment, variant, metric, partition, "
+            f"{columns}, source_offset) SELECT experiment, variant, metric, partition, "
+            f"{sums}, MAX(source_offset) FROM window_aggregates "
+            "GROUP BY experiment, variant, metric, partition"
+        )
+    )
+    conn.execute(sa.text("ANALYZE"))
 
 
 def window_sum(engine: sa.Engine, keys: list[str]) -> int:

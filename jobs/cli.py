@@ -189,13 +189,7 @@ def report(
     """Cumulative per-arm statistics and results for one experiment."""
     import orjson
 
-    from jobs.report import (
-        UnknownExperimentError,
-        build_report,
-        cumulative_lift_series,
-        render_html,
-        render_text,
-    )
+    from jobs.report import UnknownExperimentError, build_report, render_html, render_text
     from sinks.sql.store import load_catalog
 
     if output_format not in ("text", "json", "html"):
@@ -210,10 +204,7 @@ def report(
         if output_format == "json":
             sys.stdout.buffer.write(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
         elif output_format == "html":
-            series = cumulative_lift_series(
-                engine, catalog, catalog.experiment(experiment), settings.alpha, settings.tau
-            )
-            sys.stdout.write(render_html(result, series))
+            sys.stdout.write(render_html(settings, engine, [experiment]))
         else:
             console.print(render_text(result), highlight=False)
 

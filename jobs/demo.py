@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from config.rollouts import RolloutIn
 from config.settings import Settings
 from jobs.replay import analyse_and_publish, produce_lines, wait_until_flushed
-from jobs.report import build_report, cumulative_lift_series, render_html, render_text
+from jobs.report import build_report, render_html, render_text
 from jobs.rollout_walk import Step, Walk, walk_rollout
 from jobs.run import analyzer_and_publisher
 from jobs.simulate import (
@@ -35,6 +35,7 @@ from pipelines.embedded_broker import broker_url
 from pipelines.topics import Topics, ensure_topics
 from pipelines.worker import Pipeline, build_pipeline
 from sinks.alert_publisher import read_alerts
+from sinks.sql.keys import create_api_key
 from sinks.sql.migrate import upgrade_to_head
 from sinks.sql.results import reset_analysis_state, rolled_back_flags
 from sinks.sql.rollouts import create_rollout
@@ -125,13 +126,9 @@ def run_demo(settings: Settings, users: int, report_path: Path, console: Console
         console.print(render_text(report), highlight=False)
         console.print()
     report_path.parent.mkdir(parents=True, exist_ok=True)
-    pages = [
-        render_html(
-            reports[e.key], cumulative_lift_series(engine, catalog, e, settings.alpha, settings.tau)
-        )
-        for e in catalog.experiments
-    ]
-    report_path.write_text("\n<hr>\n".join(pages), encoding="utf-8")
+    keys = [e.key for e in catalog.experiments]
+    report_path.write_text(render_html(settings, engine, keys), encoding="utf-8")
+    admin_key = create_api_key(engine, "admin", "demo console", actor="demo")
     engine.dispose()
     summary = {
         key: any(r["significant"] for r in report["results"]) for key, report in reports.items()
@@ -141,6 +138,12 @@ def run_demo(settings: Settings, users: int, report_path: Path, console: Console
     _print_alerts(engine, timeline, console)
     _print_rollouts(timeline.rollouts, console)
     console.print(f"HTML report: {report_path}   ({time.monotonic() - started:.0f}s)")
+    console.print(
+        "console: http://127.0.0.1:8000/ui after `xpstream api` (same database); "
+        f"sign in with {admin_key} (a demo admin key)",
+        highlight=False,
+        soft_wrap=True,
+    )
     return reports
 
 

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import html
 from typing import Any
 
-import numpy as np
 from sqlalchemy import Engine
 
-from config.catalog import Catalog, Experiment
+from config.catalog import Catalog
+from config.settings import Settings
 from sinks.sql.analysis import analyse_stored
 from sinks.sql.results import flag_rolled_back, guardrail_actions
-from sinks.sql.store import counter_totals, window_rows
-from stats.analysis import AnalysisOptions, ComparisonBatch, analyze
+from sinks.sql.store import counter_totals
+from stats.analysis import AnalysisOptions
 from stats.experiment_analysis import guardrail_checks
-from stats.sufficient import STATISTICS, ArmStats
+from stats.sufficient import STATISTICS
 
 
 class UnknownExperimentError(KeyError):
@@ -68,49 +67,6 @@ def build_report(
     }
 
 
-def cumulative_lift_series(
-    engine: Engine, catalog: Catalog, experiment: Experiment, alpha: float, tau: float
-) -> dict[tuple[str, str], list[dict[str, Any]]]:
-    """Relative lift and its interval after each window, per (metric, variant)."""
-    rows = window_rows(engine, experiment.key)
-    windows = sorted({int(r["window_start"]) for r in rows})
-    running: dict[tuple[str, str], ArmStats] = {}
-    series: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    by_window: dict[int, list[dict[str, Any]]] = {}
-    for row in rows:
-        by_window.setdefault(int(row["window_start"]), []).append(row)
-    for window in windows:
-        for row in by_window[window]:
-            stats = ArmStats.from_rows([row])
-            key = (row["metric"], row["variant"])
-            running[key] = running[key] + stats if key in running else stats
-        for metric_key in experiment.analysed_metrics:
-            control = running.get((metric_key, experiment.control))
-            if control is None:
-                continue
-            for variant in experiment.variant_keys:
-                if variant == experiment.control or (metric_key, variant) not in running:
-                    continue
-                kind = catalog.metric(metric_key).kind
-                batch = ComparisonBatch(
-                    control,
-                    running[(metric_key, variant)],
-                    np.array([kind == "ratio"]),
-                    np.array([False]),
-                    np.array([0]),
-                )
-                result = analyze(batch, AnalysisOptions(alpha, tau, "none"))
-                series.setdefault((metric_key, variant), []).append(
-                    {
-                        "window_start": window,
-                        "rel_effect": float(result.rel_effect[0]),
-                        "low": float(result.rel_ci_low[0]),
-                        "high": float(result.rel_ci_high[0]),
-                    }
-                )
-    return series
-
-
 def render_text(report: dict[str, Any]) -> str:
     lines = [
         f"experiment: {report['experiment']} ({report['status']})   users: "
@@ -148,47 +104,10 @@ def render_text(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def render_html(report: dict[str, Any], series: dict[tuple[str, str], list[dict[str, Any]]]) -> str:
-    """A self-contained page: results table and cumulative lift with its interval (inline SVG)."""
-    parts = [
-        f"<!doctype html><meta charset='utf-8'><title>{html.escape(report['experiment'])}"
-        "</title><style>body{font-family:sans-serif}td,th{padding:2px 8px}"
-        "</style>",
-        f"<h1>{html.escape(report['experiment'])}</h1>",
-        "<pre>" + html.escape(render_text(report)) + "</pre>",
-    ]
-    for (metric, variant), points in series.items():
-        parts.append(
-            f"<h3>{html.escape(metric)} — {html.escape(variant)}: cumulative relative "
-            "lift and 95% interval</h3>" + _svg(points)
-        )
-    return "\n".join(parts)
+def render_html(settings: Settings, engine: Engine, keys: list[str]) -> str:
+    """The console's results page of ``keys`` as one self-contained file (plotly.js inline):
+    what the analyzer stored at its last look, and the effect over time."""
+    from api.console.pages import results_html
+    from api.state import ApiState
 
-
-def _svg(points: list[dict[str, Any]], width: int = 640, height: int = 200) -> str:
-    finite = [p for p in points if np.isfinite([p["low"], p["high"]]).all()]
-    if not finite:
-        return "<p>not enough data</p>"
-    low = min(min(p["low"] for p in finite), 0.0)
-    high = max(max(p["high"] for p in finite), 0.0)
-    span = (high - low) or 1.0
-
-    def x(i: int) -> float:
-        return 40 + i * (width - 60) / max(len(finite) - 1, 1)
-
-    def y(v: float) -> float:
-        return height - 20 - (v - low) / span * (height - 40)
-
-    band = " ".join(f"{x(i):.1f},{y(p['high']):.1f}" for i, p in enumerate(finite))
-    band += " " + " ".join(
-        f"{x(i):.1f},{y(p['low']):.1f}" for i, p in reversed(list(enumerate(finite)))
-    )
-    line = " ".join(f"{x(i):.1f},{y(p['rel_effect']):.1f}" for i, p in enumerate(finite))
-    return (
-        f"<svg width='{width}' height='{height}'>"
-        f"<polygon points='{band}' fill='#9ecae1' opacity='0.6'/>"
-        f"<polyline points='{line}' fill='none' stroke='#08519c' stroke-width='2'/>"
-        f"<line x1='40' x2='{width - 20}' y1='{y(0):.1f}' y2='{y(0):.1f}' stroke='#555' "
-        f"stroke-dasharray='4'/><text x='2' y='{y(high):.1f}'>{high:+.1%}</text>"
-        f"<text x='2' y='{y(low):.1f}'>{low:+.1%}</text></svg>"
-    )
+    return results_html(ApiState(settings=settings, engine=engine, bootstrap=""), keys)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
+import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -69,6 +71,33 @@ def kafka_broker(request: pytest.FixtureRequest) -> Broker:
     fixture = {"kafka": "apache_kafka", "tansu": "tansu"}[request.param]
     broker: Broker = request.getfixturevalue(fixture)
     return broker
+
+
+@dataclass(frozen=True)
+class Demo:
+    """One `xpstream demo` run: its database, what it printed, and its HTML report."""
+
+    database_url: str
+    stdout: str
+    report: Path
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
+    """The demo, run once per session (36 s): its test reads the output, the console's the
+    database it leaves."""
+    workdir = tmp_path_factory.mktemp("demo")
+    url = f"sqlite:///{workdir}/demo.db"
+    report = workdir / "demo.html"
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("xpstream")), "demo", "--report", str(report)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "200", "XPSTREAM_DATABASE_URL": url},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return Demo(url, result.stdout, report)
 
 
 @pytest.fixture(scope="session")

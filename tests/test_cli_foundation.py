@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.conftest import Demo
+
 XPSTREAM = str(Path(sys.executable).with_name("xpstream"))
 
 
@@ -42,11 +44,9 @@ def test_out_of_range_setting_is_refused() -> None:
     assert "XPSTREAM_ALPHA" in result.stderr
 
 
-def test_demo_runs_the_three_experiments_and_two_rollouts(tmp_path: Path) -> None:
-    env = {"XPSTREAM_DATABASE_URL": f"sqlite:///{tmp_path}/x.db"}
-    report = tmp_path / "demo.html"
-    result = run("demo", "--report", str(report), env=env, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
+def test_demo_runs_the_three_experiments_and_two_rollouts(demo: Demo) -> None:
+    env = {"XPSTREAM_DATABASE_URL": demo.database_url}
+    result, report = demo, demo.report
     assert "checkout-lift: significant" in result.stdout
     assert "aa-test: not significant" in result.stdout
     assert "guardrail errors (treatment): breached, action taken: rollback" in result.stdout
@@ -69,7 +69,10 @@ def test_demo_runs_the_three_experiments_and_two_rollouts(tmp_path: Path) -> Non
         r"users per arm: control (\d+), treatment (\d+)", result.stdout
     ):
         assert int(control) + int(treatment) == 20_000
-    assert "<svg" in report.read_text()
+    page = report.read_text()
+    # the console's results page as one file: plotly.js inline, nothing fetched from elsewhere
+    assert "Plotly.newPlot" in page and "<script src=" not in page and len(page) > 1_000_000
+    assert "console: http://127.0.0.1:" in result.stdout and "sign in with xps_" in result.stdout
 
 
 def test_migrate_never_prints_the_database_password(postgres_database: str) -> None:

@@ -19,20 +19,29 @@ from sqlalchemy.orm import Session
 from api import catalog_service, rollout_service
 from api.catalog_service import Action
 from api.console.charts import lift_figures, users_figure
-from api.console.session import COOKIE, SIGN_IN, Administrator, Developer, VisitorDep
+from api.console.session import (
+    COOKIE,
+    SIGN_IN,
+    Administrator,
+    Developer,
+    Visitor,
+    VisitorDep,
+)
 from api.deps import StateDep
 from api.report_service import experiment_lift, experiment_of, experiment_report
 from api.rollout_service import Move
+from api.state import ApiState
 from config.catalog import Catalog
 from sinks.sql.alerts import list_alerts
 from sinks.sql.audit import list_audit
-from sinks.sql.results import guardrail_states, srm_state
+from sinks.sql.results import status_badges
 from sinks.sql.store import counter_totals
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 STATUSES = ("draft", "scheduled", "running", "paused", "stopped")
+CHART_POINTS = 240  # points per line: a month of hourly windows at three hours a point
 
 
 def decision(result: dict[str, Any], higher_is_better: bool) -> str:
@@ -110,63 +119,66 @@ def experiments(
 ) -> HTMLResponse:
     catalog = state.catalog().catalog
     users = counter_totals(state.engine, "users")
-    rows = []
-    for experiment in catalog.experiments:
-        if status and experiment.status != status:
-            continue
-        guardrails = guardrail_states(state.engine, experiment.key)
-        rows.append(
-            {
-                "experiment": experiment,
-                "users": int(users.get(experiment.key, 0.0)),
-                "srm": srm_state(state.engine, experiment.key),
-                "breached": sum(g["status"] == "breached" for g in guardrails),
-                "guarded": len(guardrails),
-            }
-        )
+    badges = status_badges(state.engine)
+    nothing = {"srm": None, "breached": 0, "guarded": 0}
+    rows = [
+        {
+            "experiment": experiment,
+            "users": int(users.get(experiment.key, 0.0)),
+            **badges.get(experiment.key, nothing),
+        }
+        for experiment in catalog.experiments
+        if not status or experiment.status == status
+    ]
     return page(request, "experiments.html", who=who, rows=rows, status=status, statuses=STATUSES)
 
 
 @router.get("/experiments/{key}")
 def experiment_page(request: Request, key: str, state: StateDep, who: VisitorDep) -> HTMLResponse:
-    return HTMLResponse(results_html(state, key, who, request=request))
+    return HTMLResponse(results_html(state, [key], who, request))
 
 
-def results_html(state: Any, key: str, who: Any, request: Request | None = None) -> str:
-    """The results page; without a request, the self-contained file of `report --format html`
-    (plotly.js inline, no actions)."""
-    catalog: Catalog = state.catalog().catalog
+def results_html(
+    state: ApiState, keys: list[str], who: Visitor | None = None, request: Request | None = None
+) -> str:
+    """The results of experiments; without a request, the self-contained file of `xpstream
+    report --format html` and of the demo (plotly.js inline, no actions)."""
+    catalog = state.catalog().catalog
+    sections = [_section(state, catalog, key) for key in keys]
+    context: dict[str, Any] = {
+        "who": who,
+        "sections": sections,
+        "figures": json.dumps([s.pop("figures") for s in sections]),
+        "inline_js": PLOTLY_JS.read_text() if request is None else None,
+    }
+    if request is not None:
+        context["request"] = request
+    return templates.get_template("experiment.html").render(context)
+
+
+def _section(state: ApiState, catalog: Catalog, key: str) -> dict[str, Any]:
     experiment = experiment_of(state, key)
     with Session(state.engine) as session:
         report = experiment_report(state, session, key)
-    points = experiment_lift(state, key)
+    points = experiment_lift(state, key, CHART_POINTS)
     results = []
     widest = 0.0
     for result in report.results:
         metric = catalog.metric(result["metric"])
-        interval = result.get("sequential_rel_ci") or result.get("rel_ci")
+        interval = result.get("rel_ci")  # the interval the decision ("significant") is made on
         if interval and all(v is not None for v in interval):
             widest = max(widest, *(abs(v) for v in interval))
         results.append(
             {**result, "decision": decision(result, metric.higher_is_better), "interval": interval}
         )
-    alerts = [a for a in list_alerts(state.engine) if a.get("experiment") == key]
-    context = {
-        "who": who,
+    return {
         "experiment": experiment,
         "report": report,
         "results": results,
         "scale": min(max(widest, 0.01), 1.0),
-        "figures": json.dumps(
-            [*lift_figures(experiment, points), users_figure(experiment, points)]
-        ),
-        "alerts": alerts,
-        "inline_js": PLOTLY_JS.read_text() if request is None else None,
+        "figures": [*lift_figures(experiment, points), users_figure(experiment, points)],
+        "alerts": [a for a in list_alerts(state.engine) if a.get("experiment") == key],
     }
-    template = templates.get_template("experiment.html")
-    if request is None:
-        return template.render(context)
-    return template.render({"request": request, **context})
 
 
 @router.post("/experiments/{key}/schedule")
@@ -239,8 +251,8 @@ def rule_words(rule: dict[str, Any]) -> str:
     if "experiment" in rule:
         return f"users in experiment {rule['experiment']}{when} get their variant's value"
     share = rule.get("rollout")
-    to = f"{share:.0%} of users" if share is not None else "everyone"
-    return f"{to}{when} get {json.dumps(rule.get('value'))}"
+    who = f"{share:.0%} of users{when} get" if share is not None else f"everyone{when} gets"
+    return f"{who} {json.dumps(rule.get('value'))}"
 
 
 @router.post("/flags/{key}/rollback")

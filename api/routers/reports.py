@@ -27,10 +27,16 @@ def report(key: str, state: StateDep, session: SessionDep, _caller: Reader) -> R
 
 
 @router.get("/experiments/{key}/lift")
-def lift(key: str, state: StateDep, _caller: Analyst) -> list[dict[str, Any]]:
+def lift(
+    key: str,
+    state: StateDep,
+    _caller: Analyst,
+    points: Annotated[int | None, Query(ge=2, le=100_000)] = None,
+) -> list[dict[str, Any]]:
     """After each window, per metric and variant: users in the two arms, the relative effect
-    and its always-valid interval, intersected with every earlier one."""
-    return experiment_lift(state, key)
+    and its always-valid interval, intersected with every earlier one. ``points``: at most
+    about that many periods instead of every window (the console's charts ask for 240)."""
+    return experiment_lift(state, key, points)
 
 
 @router.get("/experiments/{key}/timeseries", response_model=list[WindowPoint])

@@ -12,10 +12,12 @@ from sqlalchemy import Engine
 
 from config.catalog import Catalog, Experiment
 from sinks.sql.results import running_min_p_values
-from sinks.sql.store import cumulative_arms, window_rows
+from sinks.sql.store import cumulative_arms, window_sums
 from stats.analysis import AnalysisOptions, ComparisonBatch, analyze
 from stats.experiment_analysis import Analysis, analyse, comparisons_for
 from stats.sufficient import STATISTICS, ArmStats
+
+POINT_FIELDS = ("window_start", "n_control", "n_variant", "rel_effect", "low", "high")
 
 
 def analyse_stored(
@@ -29,23 +31,28 @@ def analyse_stored(
 
 
 def lift_over_time(
-    engine: Engine, catalog: Catalog, experiment: Experiment, options: AnalysisOptions
+    engine: Engine,
+    catalog: Catalog,
+    experiment: Experiment,
+    options: AnalysisOptions,
+    points: int | None = None,
 ) -> dict[tuple[str, str], list[dict[str, Any]]]:
     """(metric, variant) → after each window: users in both arms, the relative effect and its
     always-valid interval, intersected with every earlier one (a confidence sequence stays
     valid intersected: Howard et al. 2021, "Time-uniform, nonparametric, nonasymptotic
-    confidence sequences"). Every window of every comparison in one vectorised analysis."""
-    rows = window_rows(engine, experiment.key)
-    windows = sorted({int(r["window_start"]) for r in rows})
+    confidence sequences"). Every window of every comparison in one vectorised analysis; with
+    ``points``, after each of about that many periods instead (window_sums)."""
+    rows = window_sums(engine, experiment.key, points)
+    windows = sorted({int(r[2]) for r in rows})
     if not windows:
         return {}
     index = {w: i for i, w in enumerate(windows)}
     sums: dict[tuple[str, str], npt.NDArray[np.float64]] = {}
-    for row in rows:
-        cell = sums.setdefault(
-            (row["variant"], row["metric"]), np.zeros((len(windows), len(STATISTICS)))
-        )
-        cell[index[int(row["window_start"])]] = [float(row[s] or 0.0) for s in STATISTICS]
+    for variant, metric, window, *statistics in rows:
+        cell = sums.get((variant, metric))
+        if cell is None:
+            cell = sums[(variant, metric)] = np.zeros((len(windows), len(STATISTICS)))
+        cell[index[int(window)]] = [value or 0.0 for value in statistics]
     cumulative = {key: np.cumsum(cell, axis=0) for key, cell in sums.items()}
     pairs = [
         (metric, variant)
@@ -79,17 +86,16 @@ def lift_over_time(
         part = slice(number * len(windows), (number + 1) * len(windows))
         low = _running(computed.sequential_rel_ci_low[part], np.fmax)
         high = _running(computed.sequential_rel_ci_high[part], np.fmin)
-        series[pair] = [
-            {
-                "window_start": window,
-                "n_control": float(control.n[part][i]),
-                "n_variant": float(variant.n[part][i]),
-                "rel_effect": _finite(computed.rel_effect[part][i]),
-                "low": _finite(low[i]),
-                "high": _finite(high[i]),
-            }
-            for i, window in enumerate(windows)
-        ]
+        columns = zip(
+            windows,
+            control.n[part].tolist(),
+            variant.n[part].tolist(),
+            _nullable(computed.rel_effect[part]),
+            _nullable(low),
+            _nullable(high),
+            strict=True,
+        )
+        series[pair] = [dict(zip(POINT_FIELDS, row, strict=True)) for row in columns]
     return series
 
 
@@ -99,5 +105,6 @@ def _running(values: npt.NDArray[np.float64], keep: Any) -> npt.NDArray[np.float
     return result
 
 
-def _finite(value: float) -> float | None:
-    return float(value) if np.isfinite(value) else None
+def _nullable(values: npt.NDArray[np.float64]) -> list[float | None]:
+    """Undefined numbers (NaN, infinite) as None, for JSON."""
+    return [v if f else None for v, f in zip(values.tolist(), np.isfinite(values), strict=True)]

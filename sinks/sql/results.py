@@ -218,6 +218,25 @@ def srm_state(engine: Engine, experiment: str) -> dict[str, Any] | None:
         return {"p_value": row.p_value, "mismatch": row.mismatch}
 
 
+def status_badges(engine: Engine) -> dict[str, dict[str, Any]]:
+    """Experiment → its SRM check and how many of its guardrails are breached, in two reads:
+    the experiments list shows them all."""
+    badges: dict[str, dict[str, Any]] = {}
+    with engine.connect() as conn:
+        for experiment, status in conn.execute(
+            select(GuardrailStateRow.experiment, GuardrailStateRow.status)
+        ):
+            badge = badges.setdefault(experiment, {"srm": None, "breached": 0, "guarded": 0})
+            badge["guarded"] += 1
+            badge["breached"] += status == "breached"
+        for experiment, p_value, mismatch in conn.execute(
+            select(SrmStateRow.experiment, SrmStateRow.p_value, SrmStateRow.mismatch)
+        ):
+            badge = badges.setdefault(experiment, {"srm": None, "breached": 0, "guarded": 0})
+            badge["srm"] = {"p_value": p_value, "mismatch": mismatch}
+    return badges
+
+
 def guardrail_states(engine: Engine, experiment: str) -> list[dict[str, Any]]:
     query = (
         select(GuardrailStateRow)

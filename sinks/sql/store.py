@@ -409,22 +409,33 @@ def cumulative_arms(
 
 def window_rows(engine: Engine, experiment: str) -> list[dict[str, Any]]:
     """Per-window statistics (summed over partitions), oldest first."""
-    columns = [func.sum(getattr(WindowAggregateRow, name)).label(name) for name in STATISTICS]
+    names = ("variant", "metric", "window_start", *STATISTICS)
+    return [dict(zip(names, row, strict=True)) for row in window_sums(engine, experiment)]
+
+
+def window_sums(engine: Engine, experiment: str, points: int | None = None) -> list[Any]:
+    """(variant, metric, window_start, *STATISTICS) per window summed over partitions, oldest
+    first. With ``points``, windows are summed into at most about that many periods of equal
+    length, each labelled by its last window: a chart's resolution, at a fraction of the rows."""
+    table = WindowAggregateRow
+    start: Any = table.window_start
+    if points is not None:
+        with engine.connect() as conn:
+            first, last = conn.execute(
+                select(func.min(start), func.max(start)).where(table.experiment == experiment)
+            ).one()
+        every = -(-(int(last or 0) - int(first or 0) + 1) // points)  # ceiling division
+        if every > 1:
+            start = start - (start - int(first)) % every
     query = (
-        select(
-            WindowAggregateRow.variant,
-            WindowAggregateRow.metric,
-            WindowAggregateRow.window_start,
-            *columns,
-        )
-        .where(WindowAggregateRow.experiment == experiment)
-        .group_by(
-            WindowAggregateRow.variant, WindowAggregateRow.metric, WindowAggregateRow.window_start
-        )
-        .order_by(WindowAggregateRow.window_start)
+        select(table.variant, table.metric, func.max(table.window_start))
+        .add_columns(*(func.sum(getattr(table, name)) for name in STATISTICS))
+        .where(table.experiment == experiment)
+        .group_by(table.variant, table.metric, start)
+        .order_by(func.max(table.window_start))
     )
     with engine.connect() as conn:
-        return [dict(row._mapping) for row in conn.execute(query)]
+        return list(conn.execute(query))
 
 
 def counter_totals(engine: Engine, name: str) -> dict[str, float]:
