@@ -15,7 +15,7 @@ FIRST_TS = struct.Struct("<d").unpack_from  # the oldest buffered record's ts
 
 
 class UserState(msgspec.Struct, array_like=True, gc=False):
-    """One user's attribution state, a MessagePack array in its Faust table. It is decoded,
+    """One user's attribution state, a MessagePack array in the users store. It is decoded,
     encoded and freed once per touched user and unit, so recent ids are one string and the
     buffer packed records (as a dict of lists, ~1.6x the time on the throughput benchmark)."""
 
