@@ -76,7 +76,7 @@ def experiment_lift(state: ApiState, key: str, points: int | None = None) -> lis
                 ).order_by(PartitionOffsetRow.topic, PartitionOffsetRow.partition)
             )
         )
-    signature = (key, points, experiment, flushed)
+    signature = (experiment, flushed)  # and the cache's key: (key, points)
     cached = state.lift_cache.get((key, points))
     if cached is not None and cached[0] == signature:
         return cached[1]

@@ -295,6 +295,8 @@ class Pipeline:
             for key in self.aggregates
             if key.startswith(prefixes) and partition_of_key(key) == partition
         ]
+        if not gone:
+            return
         for key in gone:
             del self.aggregates[key]
         await self.send(
